@@ -1,0 +1,426 @@
+"""The campaign report: a Markdown summary a person reads first, tables (CSV + Markdown), PNG plots.
+
+All numbers come from aggregate SQL over the result store, so the report scales to millions of
+rows. Rates are per (fault, input) evaluation with Wilson score intervals; the "margin achieved"
+refers to the *fault* sample of each target against its fault population (Leveugle et al.), which
+needs ``population`` ({target: N}) and ``confidence`` in the campaign meta.
+
+Plots use Matplotlib's Agg canvas through the object-oriented API (``Figure`` +
+``FigureCanvasAgg``), never pyplot: no display is needed and the backend of a notebook or another
+caller is left alone. Every output file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classes_tool.campaign.outcomes import BUCKETS, OUTCOMES, error_buckets
+from classes_tool.campaign.stats import achieved_margin, wilson_interval
+from classes_tool.campaign.store import ResultStore
+from classes_tool.errors import UserError
+from classes_tool.files import atomic_path, write_text_atomic
+
+LABELS = {"masked": "masked", "tolerable_sdc": "tolerable SDC", "critical_sdc": "critical SDC",
+          "due": "DUE", "sdc5": "SDC-5"}
+COLOURS = {"masked": "#4daf4a", "tolerable_sdc": "#ffbf00", "critical_sdc": "#e41a1c",
+           "due": "#6a3d9a"}
+_ABSENT = "(absent)"
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sort_key(value: Any) -> tuple:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def _group_counts(conn: sqlite3.Connection, expr: str, args: Sequence[Any] = (),
+                  order: str = "value") -> list[dict[str, Any]]:
+    """Counts per group: evaluations, distinct faults, per outcome, SDC-5."""
+    frm = "FROM results r JOIN faults f ON f.fault_index = r.fault_index"
+    groups: dict[Any, dict[str, Any]] = {}
+    for g, faults, evals, sdc5, first in conn.execute(
+            f"SELECT {expr} AS g, COUNT(DISTINCT r.fault_index), COUNT(*), SUM(r.sdc5), "
+            f"MIN(r.fault_index) {frm} GROUP BY g", tuple(args)):
+        g = _ABSENT if g is None else g
+        groups[g] = {"group": g, "faults": faults, "evaluations": evals, "sdc5": int(sdc5 or 0),
+                     "_first": first, **{o: 0 for o in OUTCOMES}}
+    for g, outcome, k in conn.execute(
+            f"SELECT {expr} AS g, r.outcome, COUNT(*) {frm} GROUP BY g, r.outcome", tuple(args)):
+        groups[_ABSENT if g is None else g][outcome] = k
+    rows = list(groups.values())
+    if order == "first":
+        rows.sort(key=lambda r: r["_first"])
+    else:
+        rows.sort(key=lambda r: _sort_key(r["group"]))
+    for r in rows:
+        del r["_first"]
+    return rows
+
+
+def _with_rates(rows: list[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
+    for r in rows:
+        n = r["evaluations"]
+        for o in (*OUTCOMES, "sdc5"):
+            k = r[o]
+            lo, hi = wilson_interval(k, n, confidence)
+            r[f"{o}_rate"] = k / n if n else math.nan
+            r[f"{o}_ci_low"], r[f"{o}_ci_high"] = lo, hi
+    return rows
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+
+
+def _rate_cell(r: dict[str, Any], o: str) -> str:
+    return (f"{_pct(r[o + '_rate'])} [{100 * r[o + '_ci_low']:.2f}, "
+            f"{100 * r[o + '_ci_high']:.2f}]")
+
+
+def _md_escape(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _table_columns(extra: Sequence[str]) -> list[str]:
+    cols = ["faults", "evaluations"]
+    for o in (*OUTCOMES, "sdc5"):
+        cols += [o, f"{o}_rate", f"{o}_ci_low", f"{o}_ci_high"]
+    return cols + list(extra)
+
+
+def _write_group_tables(out_dir: Path, stem: str, name: str, rows: list[dict[str, Any]],
+                        extra: Sequence[str] = (), extra_md: dict[str, str] | None = None,
+                        ) -> dict[str, Path]:
+    cols = _table_columns(extra)
+    csv_rows = [[r["group"], *(("" if r.get(c) is None else r.get(c)) for c in cols)]
+                for r in rows]
+    csv_path = out_dir / f"{stem}.csv"
+    write_text_atomic(csv_path, _csv_text([name, *cols], csv_rows))
+    md_header = [name, "faults", "evaluations", *(LABELS[o] for o in (*OUTCOMES, "sdc5"))]
+    extra_md = extra_md or {}
+    md_header += list(extra_md.values())
+    md_rows = [[r["group"], r["faults"], r["evaluations"],
+                *(_rate_cell(r, o) for o in (*OUTCOMES, "sdc5")),
+                *(r.get(k, "") for k in extra_md)] for r in rows]
+    md_path = out_dir / f"{stem}.md"
+    write_text_atomic(md_path, f"# Outcome rates per {name}\n\nRates per (fault, input) evaluation "
+                               "with 95% Wilson intervals in brackets (percent).\n\n"
+                      + _md_table(md_header, md_rows))
+    return {csv_path.name: csv_path, md_path.name: md_path}
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("._") or "param"
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _plot_outcomes(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Stacked horizontal bars of outcome rates per target, SDC-1 rate and interval written."""
+    n = max(1, len(rows))
+    longest = max((len(str(r["group"])) for r in rows), default=10)
+    fig = _new_figure(7.5 + 0.06 * min(longest, 40), 1.9 + 0.42 * n)
+    ax = fig.add_subplot()
+    if not rows:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save_png(fig, path)
+    names = [str(r["group"]) for r in rows][::-1]
+    ys = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for o in OUTCOMES:
+        vals = np.array([100 * r[f"{o}_rate"] for r in rows][::-1])
+        ax.barh(ys, vals, left=left, color=COLOURS[o], label=LABELS[o], height=0.7,
+                edgecolor="white", linewidth=0.5)
+        left += vals
+    for y, r in zip(ys, rows[::-1], strict=True):
+        ax.text(101, y, f"SDC-1 {_pct(r['critical_sdc_rate'], 1)} "
+                        f"[{100 * r['critical_sdc_ci_low']:.1f}, {100 * r['critical_sdc_ci_high']:.1f}]"
+                        f"  n={r['evaluations']}",
+                va="center", fontsize=8)
+    ax.set_yticks(ys, names, fontsize=9)
+    # the axes run on past 100 % to hold the per-bar annotations without layout tricks
+    ax.set_xlim(0, 140)
+    ax.set_xticks(range(0, 101, 20))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.spines["bottom"].set_bounds(0, 100)
+    ax.set_xlabel("share of (fault, input) evaluations (%)")
+    ax.set_title("Outcome rates per target (SDC-1 = critical SDC, 95% Wilson interval)",
+                 fontsize=10)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    ax.margins(y=0.02)
+    return _save_png(fig, path)
+
+
+def _plot_rel_error(outcomes: np.ndarray, rel: np.ndarray, path: Path) -> Path:
+    """Left: SpikingJET buckets (incl. DUE). Right: log histogram of positive finite errors."""
+    fig = _new_figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=(1, 1.6))
+    buckets = _bucket_labels(outcomes, rel)
+    total = len(buckets)
+    counts = [int(np.sum(buckets == b)) for b in BUCKETS]
+    shares = [100 * c / total if total else 0 for c in counts]
+    bars = ax1.bar(BUCKETS, shares, color=["#4daf4a", "#a6d96a", "#fdae61", "#e41a1c", "#6a3d9a"])
+    for b, c in zip(bars, counts, strict=True):
+        ax1.annotate(str(c), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                     va="bottom", fontsize=8)
+    ax1.set_ylabel("share of evaluations (%)")
+    ax1.set_xlabel("relative error at golden top-1")
+    ax1.set_title("Relative-error buckets")
+    ax1.set_ylim(0, max(shares + [1]) * 1.15)
+
+    finite = rel[np.isfinite(rel)]
+    positive = finite[finite > 0]
+    zero = int(np.sum(finite == 0))
+    inf = int(np.sum(np.isinf(rel)))
+    if positive.size:
+        lo, hi = positive.min(), positive.max()
+        if hi <= lo:
+            lo, hi = lo / 2, hi * 2
+        bins = np.logspace(np.log10(lo), np.log10(hi), 40)
+        ax2.hist(positive, bins=bins, color="#377eb8")
+        ax2.set_xscale("log")
+        for edge in (5, 10, 20):
+            ax2.axvline(edge, color="grey", linestyle="--", linewidth=0.8)
+    else:
+        ax2.text(0.5, 0.5, "no non-zero finite errors", ha="center", va="center",
+                 transform=ax2.transAxes)
+    ax2.set_xlabel("relative error (%), log scale")
+    ax2.set_ylabel("evaluations")
+    ax2.set_title(f"Non-zero errors (not shown: {zero} exactly 0, {inf} infinite, "
+                  f"{int(np.sum(np.isnan(rel)))} DUE)", fontsize=9)
+    return _save_png(fig, path)
+
+
+def _bucket_labels(outcomes: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    labels = error_buckets(rel).astype(object)
+    labels[outcomes == "due"] = "due"
+    labels[(outcomes != "due") & np.isnan(rel)] = "n/a"
+    return labels
+
+
+def plot_heatmap(db_path: str | Path, x_param: str, y_param: str, path: str | Path,
+                 outcome: str = "critical_sdc") -> Path:
+    """Draw the rate of `outcome` over two fault params (e.g. PE ``x`` and ``y``) as a PNG.
+
+    Each cell is (evaluations with `outcome`) / (evaluations) among faults with those two param
+    values; cells without faults stay blank. Faults lacking either param are left out.
+    """
+    if outcome not in (*OUTCOMES, "sdc5"):
+        raise UserError(f"unknown outcome {outcome!r}; choose one of {', '.join(OUTCOMES)}, sdc5")
+    path = Path(path)
+    hit = "r.sdc5" if outcome == "sdc5" else "(r.outcome = ?)"
+    with ResultStore(db_path, must_exist=True) as store:
+        args: list[Any] = [_json_path(x_param), _json_path(y_param)]
+        if outcome != "sdc5":
+            args.append(outcome)
+        data = store.connection.execute(
+            "SELECT json_extract(f.params, ?) AS x, json_extract(f.params, ?) AS y, "
+            f"COUNT(*), SUM({hit}) FROM results r JOIN faults f ON f.fault_index = r.fault_index "
+            "GROUP BY x, y HAVING x IS NOT NULL AND y IS NOT NULL", args).fetchall()
+    if not data:
+        raise UserError(f"no results have both params {x_param!r} and {y_param!r}")
+    xs = sorted({d[0] for d in data}, key=_sort_key)
+    ys = sorted({d[1] for d in data}, key=_sort_key)
+    grid = np.full((len(ys), len(xs)), np.nan)
+    counts = np.zeros_like(grid)
+    for x, y, n, k in data:
+        grid[ys.index(y), xs.index(x)] = 100.0 * (k or 0) / n
+        counts[ys.index(y), xs.index(x)] = n
+    fig = _new_figure(1.5 + 0.45 * max(len(xs), 6), 1.2 + 0.4 * max(len(ys), 5))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="Reds", vmin=0,
+                   vmax=max(1e-9, float(np.nanmax(grid))), origin="upper", aspect="auto")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs], fontsize=8)
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys], fontsize=8)
+    ax.set_xlabel(x_param)
+    ax.set_ylabel(y_param)
+    if grid.size <= 400:
+        top = np.nanmax(grid)
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.6 * top else "black")
+    fig.colorbar(im, ax=ax, label=f"{LABELS[outcome]} rate (%)")
+    ax.set_title(f"{LABELS[outcome]} rate over {x_param} × {y_param}")
+    return _save_png(fig, path)
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def _margins(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[bool, float | None]:
+    """Add population and margin_achieved to per-target rows when the meta allows it."""
+    population = meta.get("population")
+    confidence = meta.get("confidence")
+    if not isinstance(population, dict) or confidence is None:
+        return False, None
+    p = float(meta.get("p", 0.5))
+    for r in rows:
+        n_pop = population.get(str(r["group"]))
+        if n_pop is None:
+            r["population"], r["margin_achieved"] = None, None
+            r["margin_md"] = "n/a"
+            continue
+        m = achieved_margin(min(r["faults"], int(n_pop)), int(n_pop), float(confidence), p)
+        r["population"], r["margin_achieved"] = int(n_pop), m
+        r["margin_md"] = f"±{_pct(m)} (n={r['faults']} of N={n_pop})"
+    return True, float(confidence)
+
+
+def _meta_lines(meta: dict[str, Any]) -> list[str]:
+    lines = []
+    for k in sorted(meta):
+        v = meta[k]
+        if isinstance(v, (dict, list)):
+            if k == "population" and isinstance(v, dict):
+                lines.append(f"- population: {sum(int(x) for x in v.values())} faults over "
+                             f"{len(v)} targets")
+            continue
+        text = repr(v) if isinstance(v, str) else str(v)
+        if len(text) <= 100:
+            lines.append(f"- {k}: {text}")
+    return lines
+
+
+def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequence[str] = (),
+                 confidence: float = 0.95) -> dict[str, Path]:
+    """Write the report of one result database into `out_dir`; returns {file name: path}.
+
+    Files: summary.md, by_target.{csv,md}, by_pattern.{csv,md}, by_param_<key>.{csv,md} for each
+    key in `group_params`, outcomes_by_target.png, rel_error.png.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"report output {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    with ResultStore(db_path, must_exist=True) as store:
+        conn = store.connection
+        meta = store.meta
+        overall = _with_rates(_group_counts(conn, "'all'"), confidence)
+        by_target = _with_rates(_group_counts(conn, "f.target", order="first"), confidence)
+        by_pattern = _with_rates(_group_counts(conn, "f.pattern", order="first"), confidence)
+        by_param = {}
+        for key in group_params:
+            present = conn.execute("SELECT COUNT(*) FROM faults WHERE json_type(params, ?) "
+                                   "IS NOT NULL", (_json_path(key),)).fetchone()[0]
+            if not present:
+                keys = sorted({k for (js,) in conn.execute("SELECT DISTINCT params FROM faults")
+                               for k in json.loads(js)})
+                raise UserError(f"no fault has the param {key!r}; params present: "
+                                f"{', '.join(keys) or 'none'}")
+            by_param[key] = _with_rates(
+                _group_counts(conn, "json_extract(f.params, ?)", (_json_path(key),)), confidence)
+        n_inputs = conn.execute("SELECT COUNT(DISTINCT input_index) FROM results").fetchone()[0]
+        outcomes_arr, rel_arr = [], []
+        for o, e in conn.execute("SELECT outcome, rel_error FROM results"):
+            outcomes_arr.append(o)
+            rel_arr.append(math.nan if e is None else e)
+    outcomes_np = np.asarray(outcomes_arr, dtype=object)
+    rel_np = np.asarray(rel_arr, dtype=np.float64)
+
+    has_margin, margin_conf = _margins(by_target, meta)
+    extra = ("population", "margin_achieved") if has_margin else ()
+    extra_md = {"margin_md": f"margin achieved ({100 * margin_conf:g}% conf.)"} if has_margin else {}
+    files.update(_write_group_tables(out_dir, "by_target", "target", by_target, extra, extra_md))
+    files.update(_write_group_tables(out_dir, "by_pattern", "pattern", by_pattern))
+    for key, rows in by_param.items():
+        files.update(_write_group_tables(out_dir, f"by_param_{_safe_name(key)}", key, rows))
+    files["outcomes_by_target.png"] = _plot_outcomes(by_target, out_dir / "outcomes_by_target.png")
+    files["rel_error.png"] = _plot_rel_error(outcomes_np, rel_np, out_dir / "rel_error.png")
+
+    # -- summary.md
+    tot = overall[0] if overall else {"faults": 0, "evaluations": 0}
+    conf_pct = f"{100 * confidence:g}%"
+    md = ["# Campaign report", "", f"Database: `{Path(db_path).name}`", ""]
+    meta_lines = _meta_lines(meta)
+    if meta_lines:
+        md += ["## Campaign", "", *meta_lines, ""]
+    md += ["## Totals", "", f"- faults injected: {tot['faults']}", f"- inputs: {n_inputs}",
+           f"- evaluations (fault x input): {tot['evaluations']}", ""]
+    if not overall:
+        md += ["No results stored yet.", ""]
+    else:
+        o = overall[0]
+        md += [f"## Outcome rates (all targets, {conf_pct} Wilson intervals)", "",
+               _md_table(["outcome", "count", "rate", f"{conf_pct} interval"],
+                         [[LABELS[k], o[k], _pct(o[f"{k}_rate"]),
+                           f"[{_pct(o[f'{k}_ci_low'])}, {_pct(o[f'{k}_ci_high'])}]"]
+                          for k in (*OUTCOMES, "sdc5")]),
+               f"SDC-5 rate (golden top-1 not in the faulty top-5, DUE counted): "
+               f"**{_pct(o['sdc5_rate'])}** [{_pct(o['sdc5_ci_low'])}, {_pct(o['sdc5_ci_high'])}]"
+               f"; critical SDC (SDC-1): **{_pct(o['critical_sdc_rate'])}**.", ""]
+        header = ["target", "faults", "evaluations", *(LABELS[k] for k in (*OUTCOMES, "sdc5"))]
+        if has_margin:
+            header.append(f"margin achieved ({100 * margin_conf:g}% conf.)")
+        md += ["## Per target", "",
+               "Rates in percent with the interval in brackets. The margin achieved is that of "
+               "the fault sample against the target's fault population (Leveugle et al., DATE "
+               "2009, with finite population correction)." if has_margin else
+               "Rates in percent with the interval in brackets. (No fault population in the "
+               "campaign meta, so no margin achieved is reported.)", "",
+               _md_table(header, [[r["group"], r["faults"], r["evaluations"],
+                                   *(_rate_cell(r, k) for k in (*OUTCOMES, "sdc5")),
+                                   *([r["margin_md"]] if has_margin else [])]
+                                  for r in by_target])]
+        buckets = _bucket_labels(outcomes_np, rel_np)
+        names = list(BUCKETS) + (["n/a"] if np.any(buckets == "n/a") else [])
+        md += ["## Relative error at the golden top-1 class", "",
+               "Share of evaluations per bucket of 100·|faulty − golden| / |golden| "
+               "(SpikingJET buckets; DUE rows have no error value).", "",
+               _md_table(["bucket", "count", "share"],
+                         [[b, int(np.sum(buckets == b)),
+                           _pct(float(np.mean(buckets == b)))] for b in names])]
+    md += ["## Files", "", *(f"- [{name}]({name})" for name in files), "",
+           "Definitions: masked = outputs equal within the tolerance; tolerable SDC = outputs "
+           "differ, same top-1; critical SDC = top-1 differs; DUE = NaN/Inf in the output. "
+           "Intervals treat each (fault, input) evaluation as one trial.", ""]
+    summary = out_dir / "summary.md"
+    write_text_atomic(summary, "\n".join(md))
+    return {"summary.md": summary, **files}
