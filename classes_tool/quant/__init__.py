@@ -1,0 +1,1 @@
+"""Quantized-activation faults, fault-aware training and per-layer fault statistics."""
