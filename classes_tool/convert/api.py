@@ -1,0 +1,102 @@
+"""Public entry points: convert an ONNX file to a verified Keras model (and optionally save it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from classes_tool.errors import UserError
+from classes_tool.files import atomic_path
+
+from .converter import build_keras_model, load_onnx_model
+from .verify import verify_model
+
+
+@dataclass
+class ConversionReport:
+    """What the CLI prints after converting."""
+
+    layers: int
+    max_abs_diff: float | None  # None when verification was skipped
+    input_shapes: list[tuple]  # Keras input shapes (4-D image inputs are NHWC)
+    output_path: Path | None
+
+
+def supported_ops() -> list[str]:
+    """ONNX op types that convert to layers (plus any op whose inputs are all constants)."""
+    from .ops import CONVERTERS
+
+    return sorted(CONVERTERS)
+
+
+def parse_input_shapes(texts: Sequence[str] | None) -> list[tuple[int, ...]] | None:
+    """Parse CLI `--input-shape 3,48,192` values (one per model input, no batch dimension)."""
+    if not texts:
+        return None
+    shapes = []
+    for text in texts:
+        try:
+            shape = tuple(int(t) for t in str(text).replace("x", ",").split(",") if t.strip())
+        except ValueError:
+            raise UserError(f"bad input shape {text!r}; expected e.g. 3,224,224") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise UserError(f"bad input shape {text!r}; expected positive integers, "
+                            "e.g. 3,224,224")
+        shapes.append(shape)
+    return shapes
+
+
+def convert_onnx_with_report(onnx_path: str | os.PathLike,
+                             output_path: str | os.PathLike | None = None,
+                             input_shapes: Sequence[Sequence[int]] | None = None,
+                             verify: bool = True, tolerance: float = 1e-4
+                             ) -> tuple[keras.Model, ConversionReport]:
+    """`convert_onnx`, also returning a report (layer count, verified max abs difference)."""
+    if output_path is not None and Path(output_path).suffix not in (".h5", ".keras"):
+        raise UserError(f"output file must end in .h5 or .keras: {output_path}")
+    onnx_model = load_onnx_model(onnx_path)
+    keras_model, converter = build_keras_model(onnx_model, input_shapes)
+    lambdas = [layer.name for layer in keras_model.layers
+               if isinstance(layer, keras.layers.Lambda)]
+    if lambdas:  # never expected: every converter emits real or registered layers
+        raise RuntimeError(f"converter produced Lambda layers: {lambdas}")
+    diff = None
+    if verify:
+        diff = verify_model(onnx_model, keras_model, converter.onnx_input_shapes)
+        if not diff <= tolerance:
+            raise UserError(f"converted model differs from ONNX Runtime: max abs difference "
+                            f"{diff:.3g} > tolerance {tolerance:g} (use --tolerance to accept, "
+                            "or --no-verify)")
+    if output_path is not None:
+        with atomic_path(output_path) as tmp:
+            keras_model.save(tmp)
+    report = ConversionReport(
+        layers=len(keras_model.layers), max_abs_diff=diff,
+        input_shapes=[tuple(t.shape[1:]) for t in keras_model.inputs],
+        output_path=None if output_path is None else Path(output_path))
+    return keras_model, report
+
+
+def convert_onnx(onnx_path: str | os.PathLike, output_path: str | os.PathLike | None = None,
+                 input_shapes: Sequence[Sequence[int]] | None = None, verify: bool = True,
+                 tolerance: float = 1e-4) -> keras.Model:
+    """Convert an ONNX file into a Keras model of real layers, checked against ONNX Runtime.
+
+    `input_shapes`: one shape per graph input in ONNX layout without the batch dimension
+    (e.g. (3, 48, 192)); it fixes dynamic dimensions so shape arithmetic folds to constants.
+    4-D inputs of the Keras model are NHWC. With `output_path` (.h5 or .keras) the model is
+    written atomically, and only after verification passed.
+    """
+    return convert_onnx_with_report(onnx_path, output_path, input_shapes, verify,
+                                    tolerance)[0]
+
+
+def load_onnx_as_keras(path: str | os.PathLike,
+                       input_shapes: Sequence[Sequence[int]] | None = None,
+                       verify: bool = True, tolerance: float = 1e-4) -> keras.Model:
+    """Convert an ONNX file in memory (for `patch`/`campaign` given an .onnx path)."""
+    return convert_onnx(path, None, input_shapes, verify, tolerance)

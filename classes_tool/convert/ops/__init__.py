@@ -1,0 +1,24 @@
+"""Per-op converters: `CONVERTERS[op_type](converter, node, attrs)` adds Keras layers for one node.
+
+Each family lives in its own module; importing this package fills the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+CONVERTERS: dict[str, Callable] = {}
+
+
+def register(*op_types: str) -> Callable:
+    """Decorator: register one function as the converter of the given ONNX op types."""
+
+    def wrap(fn: Callable) -> Callable:
+        for op_type in op_types:
+            CONVERTERS[op_type] = fn
+        return fn
+
+    return wrap
+
+
+from . import activation, conv, elementwise, pool, shape  # noqa: E402,F401  (fill the table)

@@ -1,0 +1,115 @@
+"""Activations: Relu, Clip, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Softmax..."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from classes_tool.errors import UserError
+
+from .. import layers as L
+from . import register
+
+
+def _same_layout(cv, layer):
+    x = cv.kt(0)
+    cv.out(layer(x.tensor), channels_last=x.channels_last)
+
+
+@register("Relu")
+def relu(cv, node, attrs):
+    _same_layout(cv, keras.layers.ReLU(name=cv.name()))
+
+
+@register("LeakyRelu")
+def leaky_relu(cv, node, attrs):
+    _same_layout(cv, keras.layers.LeakyReLU(negative_slope=float(attrs.get("alpha", 0.01)),
+                                            name=cv.name()))
+
+
+@register("Elu")
+def elu(cv, node, attrs):
+    _same_layout(cv, keras.layers.ELU(alpha=float(attrs.get("alpha", 1.0)), name=cv.name()))
+
+
+_SIMPLE = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus",
+           "Softsign": "softsign", "HardSwish": "hard_silu", "Mish": "mish"}
+
+
+@register(*_SIMPLE)
+def simple_activation(cv, node, attrs):
+    _same_layout(cv, keras.layers.Activation(_SIMPLE[node.op_type], name=cv.name()))
+
+
+@register("Gelu")
+def gelu(cv, node, attrs):
+    if attrs.get("approximate", "none") != "none":
+        raise UserError(f"node {cv.node_label}: approximate Gelu is not supported")
+    _same_layout(cv, keras.layers.Activation("gelu", name=cv.name()))
+
+
+@register("Selu")
+def selu(cv, node, attrs):
+    if abs(attrs.get("alpha", 1.67326) - 1.67326) > 1e-4 or \
+            abs(attrs.get("gamma", 1.0507) - 1.0507) > 1e-4:
+        raise UserError(f"node {cv.node_label}: Selu with non-default alpha/gamma")
+    _same_layout(cv, keras.layers.Activation("selu", name=cv.name()))
+
+
+@register("HardSigmoid")
+def hard_sigmoid(cv, node, attrs):
+    _same_layout(cv, L.HardSigmoid(alpha=attrs.get("alpha", 0.2), beta=attrs.get("beta", 0.5),
+                                   name=cv.name()))
+
+
+@register("Clip")
+def clip(cv, node, attrs):
+    if cv.opset < 11:
+        low, high = attrs.get("min"), attrs.get("max")
+    else:
+        low, high = cv.const(1, required=False), cv.const(2, required=False)
+    low = None if low is None else float(np.asarray(low))
+    high = None if high is None else float(np.asarray(high))
+    if low == 0.0:
+        layer = keras.layers.ReLU(max_value=high, name=cv.name())
+    else:
+        layer = L.Clip(min_value=low, max_value=high, name=cv.name())
+    _same_layout(cv, layer)
+
+
+@register("PRelu")
+def prelu(cv, node, attrs):
+    x = cv.kt(0)
+    slope = np.asarray(cv.const(1), dtype="float32")
+    rank = x.rank
+    slope = slope.reshape((1,) * (rank - slope.ndim) + slope.shape)
+    if x.channels_last:
+        slope = slope.transpose(x.onnx_order())
+    per_sample = slope[0]
+    shared = [i + 1 for i, d in enumerate(per_sample.shape) if d == 1]
+    layer = keras.layers.PReLU(shared_axes=shared or None, name=cv.name())
+    y = layer(x.tensor)
+    layer.set_weights([np.broadcast_to(per_sample, layer.get_weights()[0].shape).copy()])
+    cv.out(y, channels_last=x.channels_last)
+
+
+@register("Softmax", "LogSoftmax")
+def softmax(cv, node, attrs):
+    x = cv.kt(0)
+    rank = x.rank
+    if cv.opset < 13:
+        axis = attrs.get("axis", 1) % rank
+        onnx_axes = list(range(axis, rank))
+    else:
+        onnx_axes = [attrs.get("axis", -1) % rank]
+    if 0 in onnx_axes:
+        raise UserError(f"node {cv.node_label}: softmax over the batch is not supported")
+    axes = sorted(x.keras_axis(a) for a in onnx_axes)
+    if node.op_type == "LogSoftmax":
+        if axes != [rank - 1]:
+            raise UserError(f"node {cv.node_label}: LogSoftmax only over the last axis")
+        layer = keras.layers.Activation("log_softmax", name=cv.name())
+    else:
+        layer = keras.layers.Softmax(axis=axes[0] if len(axes) == 1 else tuple(axes),
+                                     name=cv.name())
+    _same_layout(cv, layer)

@@ -1,0 +1,121 @@
+"""MaxPool, AveragePool, global pools and Reduce* ops."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from classes_tool.errors import UserError
+
+from .. import layers as L
+from . import register
+from .conv import explicit_pads, tf_same_pads
+
+_LOWEST = float(np.finfo(np.float32).min)
+
+
+def _ceil_extra(spatial, kernel, strides, pads) -> list[int]:
+    """Extra end padding that ceil_mode adds (0 where floor and ceil agree)."""
+    extra = []
+    for size, k, s, (b, e) in zip(spatial, kernel, strides, pads, strict=True):
+        span = size + b + e - k
+        n_floor, n_ceil = span // s + 1, math.ceil(span / s) + 1
+        if n_ceil > n_floor and (n_ceil - 1) * s >= size + b:
+            n_ceil -= 1  # a last window starting in the end padding is dropped
+        extra.append(max((n_ceil - 1) * s + k - (size + b + e), 0) if n_ceil > n_floor else 0)
+    return extra
+
+
+@register("MaxPool", "AveragePool")
+def pool(cv, node, attrs):
+    x = cv.kt(0)
+    if x.rank not in (3, 4):
+        raise UserError(f"node {cv.node_label}: only 1-D and 2-D pooling is supported")
+    n = x.rank - 2
+    spatial = [int(d) for d in x.onnx_shape[2:]]
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(s) for s in attrs.get("strides", [1] * n)]
+    if any(d != 1 for d in attrs.get("dilations", [1] * n)):
+        raise UserError(f"node {cv.node_label}: dilated pooling is not supported")
+    pads = explicit_pads(cv, attrs, spatial, kernel, strides, [1] * n)
+    is_max = node.op_type == "MaxPool"
+    if attrs.get("ceil_mode", 0):
+        extra = _ceil_extra(spatial, kernel, strides, pads)
+        if any(extra):
+            if not is_max:
+                raise UserError(f"node {cv.node_label}: AveragePool with ceil_mode that changes "
+                                "the output size is not supported")
+            pads = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
+    tensor = cv.channels_last(x)
+    if all(p == (0, 0) for p in pads):
+        padding = "valid"
+    elif pads == tf_same_pads(spatial, kernel, strides, [1] * n) and (
+            is_max or not attrs.get("count_include_pad", 0)):
+        padding = "same"  # TF 'same' pooling ignores padded cells: max and exclusive average
+    elif is_max:
+        full = [[0, 0], *pads, [0, 0]]
+        tensor = L.Pad(full, mode="constant", constant_value=_LOWEST,
+                       name=cv.name("pad"))(tensor)
+        padding = "valid"
+    elif attrs.get("count_include_pad", 0):
+        layer = keras.layers.ZeroPadding2D if n == 2 else keras.layers.ZeroPadding1D
+        tensor = layer(tuple(pads) if n == 2 else pads[0], name=cv.name("pad"))(tensor)
+        padding = "valid"
+    else:
+        raise UserError(f"node {cv.node_label}: AveragePool with these pads excluded from the "
+                        "average is not supported")
+    if is_max:
+        cls = keras.layers.MaxPooling2D if n == 2 else keras.layers.MaxPooling1D
+    else:
+        cls = keras.layers.AveragePooling2D if n == 2 else keras.layers.AveragePooling1D
+    y = cls(pool_size=kernel, strides=strides, padding=padding, name=cv.name())(tensor)
+    cv.out(y, channels_last=True)
+
+
+@register("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(cv, node, attrs):
+    x = cv.kt(0)
+    if x.rank not in (3, 4):
+        raise UserError(f"node {cv.node_label}: only 1-D and 2-D global pooling is supported")
+    avg = node.op_type == "GlobalAveragePool"
+    cls = {(True, 4): keras.layers.GlobalAveragePooling2D,
+           (True, 3): keras.layers.GlobalAveragePooling1D,
+           (False, 4): keras.layers.GlobalMaxPooling2D,
+           (False, 3): keras.layers.GlobalMaxPooling1D}[(avg, x.rank)]
+    cv.out(cls(keepdims=True, name=cv.name())(cv.channels_last(x)), channels_last=True)
+
+
+_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min",
+           "ReduceProd": "prod"}
+
+
+@register(*_REDUCE)
+def reduce(cv, node, attrs):
+    x = cv.kt(0)
+    rank = x.rank
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = cv.const(1)
+    keepdims = bool(attrs.get("keepdims", 1))
+    if axes is None or len(axes) == 0:
+        if attrs.get("noop_with_empty_axes", 0):
+            cv.out(x)
+            return
+        axes = list(range(rank))
+    axes = sorted({int(a) % rank for a in np.asarray(axes).reshape(-1)})
+    if 0 in axes:
+        raise UserError(f"node {cv.node_label}: reducing over the batch axis is not supported")
+    op = _REDUCE[node.op_type]
+    if x.channels_last and rank == 4 and axes == [2, 3] and op in ("mean", "max"):
+        cls = keras.layers.GlobalAveragePooling2D if op == "mean" else \
+            keras.layers.GlobalMaxPooling2D
+        cv.out(cls(keepdims=keepdims, name=cv.name())(x.tensor), channels_last=keepdims)
+        return
+    if keepdims:
+        keras_axes = sorted(x.keras_axis(a) for a in axes)
+        cv.out(L.Reduce(op, keras_axes, keepdims=True, name=cv.name())(x.tensor),
+               channels_last=x.channels_last)
+    else:
+        cv.out(L.Reduce(op, axes, keepdims=False, name=cv.name())(cv.onnx_layout(x)))

@@ -1,0 +1,360 @@
+"""Layout and shape ops: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice,
+Gather, Pad, Resize/Upsample.
+
+Ops that depend on memory order (Reshape and friends) take the tensor in ONNX layout; ops that
+only touch some axes (Concat, Slice, Split, Pad) map their axes through the tensor's layout and
+keep it, so channels-last feature maps do not bounce through Permute layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from classes_tool.errors import UserError
+
+from .. import layers as L
+from ..converter import KT
+from . import register
+
+
+def _reshape_to(cv, x: KT, target: list[int]):
+    """Reshape `x` to the ONNX shape `target` (its first entry is the batch)."""
+    shape = list(x.onnx_shape)
+    per_sample = math.prod(int(d) for d in shape[1:])
+    batch, rest = target[0], [int(d) for d in target[1:]]
+    if rest.count(-1) > 1:
+        raise UserError(f"node {cv.node_label}: more than one -1 in the target shape")
+    known = math.prod(d for d in rest if d != -1)
+    if -1 in rest:
+        if batch not in (1, -1) or known == 0 or per_sample % known:
+            raise UserError(f"node {cv.node_label}: reshape {target} moves data across the "
+                            "batch dimension; not supported")
+        rest[rest.index(-1)] = per_sample // known
+    elif batch == -1 and known != per_sample or batch not in (1, -1):
+        raise UserError(f"node {cv.node_label}: reshape {target} changes the batch dimension "
+                        f"of a {shape} tensor; not supported")
+    elif known != per_sample:
+        raise UserError(f"node {cv.node_label}: cannot reshape {shape} to {target}")
+    tensor = cv.onnx_layout(x, for_reshape=True)
+    if tuple(tensor.shape[1:]) == tuple(rest):
+        return tensor
+    return keras.layers.Reshape(tuple(rest), name=cv.name())(tensor)
+
+
+@register("Reshape")
+def reshape(cv, node, attrs):
+    x = cv.kt(0)
+    target = [int(d) for d in cv.const(1).reshape(-1)]
+    shape = x.onnx_shape
+    if not attrs.get("allowzero", 0):
+        target = [(1 if i == 0 else int(shape[i])) if d == 0 else d
+                  for i, d in enumerate(target)]
+    cv.out(_reshape_to(cv, x, target))
+
+
+@register("Flatten")
+def flatten(cv, node, attrs):
+    x = cv.kt(0)
+    axis = int(attrs.get("axis", 1)) % max(x.rank, 1)
+    if axis == 0:
+        raise UserError(f"node {cv.node_label}: Flatten(axis=0) merges the batch; not supported")
+    if axis == 1:
+        cv.out(keras.layers.Flatten(name=cv.name())(cv.onnx_layout(x, for_reshape=True)))
+        return
+    shape = x.onnx_shape
+    cv.out(_reshape_to(cv, x, [1, math.prod(shape[1:axis]), math.prod(shape[axis:])]))
+
+
+def _axes_input(cv, node, attrs):
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(node.input) > 1 and node.input[1]:
+        return [int(a) for a in cv.const(1).reshape(-1)]
+    return None
+
+
+@register("Squeeze")
+def squeeze(cv, node, attrs):
+    x = cv.kt(0)
+    shape = list(x.onnx_shape)
+    axes = _axes_input(cv, node, attrs)
+    if axes is None:
+        axes = [i for i, d in enumerate(shape) if i > 0 and d == 1]
+    axes = {a % len(shape) for a in axes}
+    if 0 in axes:
+        raise UserError(f"node {cv.node_label}: squeezing the batch axis is not supported")
+    if any(shape[a] != 1 for a in axes):
+        raise UserError(f"node {cv.node_label}: squeezing an axis whose size is not 1")
+    cv.out(_reshape_to(cv, x, [1] + [d for i, d in enumerate(shape) if i and i not in axes]))
+
+
+@register("Unsqueeze")
+def unsqueeze(cv, node, attrs):
+    x = cv.kt(0)
+    shape = list(x.onnx_shape)
+    axes = _axes_input(cv, node, attrs)
+    rank = len(shape) + len(axes)
+    axes = sorted(a % rank for a in axes)
+    if 0 in axes:
+        raise UserError(f"node {cv.node_label}: adding a new leading (batch) axis is not "
+                        "supported")
+    rest = iter(shape)
+    new = [1 if i in axes else next(rest) for i in range(rank)]
+    new[0] = 1
+    cv.out(_reshape_to(cv, x, new))
+
+
+@register("Transpose")
+def transpose(cv, node, attrs):
+    x = cv.kt(0)
+    rank = x.rank
+    perm = [int(p) for p in attrs.get("perm", list(range(rank))[::-1])]
+    if perm[0] != 0:
+        raise UserError(f"node {cv.node_label}: Transpose moving the batch axis is not "
+                        "supported")
+    # output ONNX axis j is input ONNX axis perm[j], which Keras holds at keras_axis(perm[j])
+    source = [x.keras_axis(p) for p in perm]
+    if source == list(range(rank)):
+        cv.out(KT(x.tensor, False))
+        return
+    cv.out(keras.layers.Permute(tuple(source[1:]), name=cv.name())(x.tensor))
+
+
+@register("Concat")
+def concat(cv, node, attrs):
+    values = [cv.get(n) for n in node.input if n]
+    if any(not isinstance(v, KT) for v in values):
+        raise UserError(f"node {cv.node_label}: Concat of computed tensors with constants is "
+                        "not supported")
+    axis = int(attrs["axis"]) % values[0].rank
+    if axis == 0:
+        raise UserError(f"node {cv.node_label}: Concat along the batch axis is not supported")
+    if len({v.rank for v in values}) != 1:
+        raise UserError(f"node {cv.node_label}: Concat of tensors of different rank")
+    if len(values) == 1:
+        cv.out(values[0])
+        return
+    channels_last = all(v.channels_last for v in values)
+    if channels_last:
+        tensors, keras_axis = [v.tensor for v in values], values[0].keras_axis(axis)
+    else:
+        tensors, keras_axis = [cv.onnx_layout(v) for v in values], axis
+    cv.out(keras.layers.Concatenate(axis=keras_axis, name=cv.name())(tensors),
+           channels_last=channels_last)
+
+
+def _slice_layer(cv, x: KT, onnx_axes, starts, ends, steps, suffix=""):
+    shape = x.onnx_shape
+    k_axes, k_starts, k_ends, k_steps = [], [], [], []
+    for axis, start, end, step in zip(onnx_axes, starts, ends, steps, strict=True):
+        axis = int(axis) % x.rank
+        if step == 0:
+            raise UserError(f"node {cv.node_label}: Slice step 0")
+        if axis == 0:
+            if (start, step) == (0, 1) and end >= 2**30:
+                continue  # the whole batch: nothing to do
+            raise UserError(f"node {cv.node_label}: slicing the batch axis is not supported")
+        size = int(shape[axis])
+        start = int(max(min(start, 2**62), -2**62))
+        end = int(max(min(end, 2**62), -2**62))
+        picked = range(size)[slice(start, end, int(step))]
+        if len(picked) == 0:
+            raise UserError(f"node {cv.node_label}: Slice selects nothing")
+        if picked.start == 0 and picked.step == 1 and len(picked) == size:
+            continue
+        k_axes.append(x.keras_axis(axis))
+        k_starts.append(picked.start)
+        k_ends.append(picked.stop if picked.stop >= 0 else None)
+        k_steps.append(picked.step)
+    if not k_axes:
+        return x.tensor
+    return L.Slice(k_axes, k_starts, k_ends, k_steps, name=cv.name(suffix))(x.tensor)
+
+
+@register("Slice")
+def slice_(cv, node, attrs):
+    x = cv.kt(0)
+    if cv.opset < 10:
+        starts, ends = attrs["starts"], attrs["ends"]
+        axes = attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = [int(v) for v in cv.const(1).reshape(-1)]
+        ends = [int(v) for v in cv.const(2).reshape(-1)]
+        axes = cv.const(3, required=False)
+        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes.reshape(-1)]
+        steps = cv.const(4, required=False)
+        steps = [1] * len(starts) if steps is None else [int(s) for s in steps.reshape(-1)]
+    cv.out(_slice_layer(cv, x, axes, starts, ends, steps), channels_last=x.channels_last)
+
+
+@register("Split")
+def split(cv, node, attrs):
+    x = cv.kt(0)
+    axis = int(attrs.get("axis", 0)) % x.rank
+    size = int(x.onnx_shape[axis])
+    parts = attrs.get("split")
+    if parts is None and len(node.input) > 1 and node.input[1]:
+        parts = [int(p) for p in cv.const(1).reshape(-1)]
+    n_out = len(node.output)
+    if parts is None:
+        n = int(attrs.get("num_outputs", n_out))
+        chunk = math.ceil(size / n)
+        parts = [min(chunk, size - i * chunk) for i in range(n)]
+    if sum(parts) != size:
+        raise UserError(f"node {cv.node_label}: split sizes {parts} do not add up to {size}")
+    start = 0
+    for i, part in enumerate(parts):
+        y = _slice_layer(cv, x, [axis], [start], [start + part], [1], suffix=str(i))
+        start += part
+        cv.out(y, channels_last=x.channels_last, index=i)
+
+
+@register("Gather")
+def gather(cv, node, attrs):
+    x = cv.kt(0)
+    indices = np.asarray(cv.const(1))
+    axis = int(attrs.get("axis", 0)) % x.rank
+    if axis == 0:
+        raise UserError(f"node {cv.node_label}: Gather on the batch axis is not supported")
+    if indices.ndim > 1:
+        raise UserError(f"node {cv.node_label}: Gather with multi-dimensional indices is not "
+                        "supported")
+    size = int(x.onnx_shape[axis])
+    flat = [int(i) % size for i in indices.reshape(-1)]
+    if indices.ndim == 0:
+        tensor = cv.onnx_layout(x)
+        cv.out(L.Gather(axis, flat, scalar=True, name=cv.name())(tensor))
+    else:
+        cv.out(L.Gather(x.keras_axis(axis), flat, name=cv.name())(x.tensor),
+               channels_last=x.channels_last)
+
+
+@register("Pad")
+def pad(cv, node, attrs):
+    x = cv.kt(0)
+    rank = x.rank
+    mode = attrs.get("mode", "constant")
+    if cv.opset < 11:
+        pads, value = list(attrs["pads"]), float(attrs.get("value", 0.0))
+        axes = list(range(rank))
+    else:
+        pads = [int(p) for p in cv.const(1).reshape(-1)]
+        value = cv.const(2, required=False)
+        value = 0.0 if value is None or np.asarray(value).size == 0 else float(
+            np.asarray(value).reshape(-1)[0])
+        axes = cv.const(3, required=False)
+        axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    n = len(axes)
+    per_axis = {a: (int(pads[i]), int(pads[i + n])) for i, a in enumerate(axes)}
+    if any(p < 0 for pair in per_axis.values() for p in pair):
+        raise UserError(f"node {cv.node_label}: negative pads (cropping) are not supported")
+    if per_axis.get(0, (0, 0)) != (0, 0):
+        raise UserError(f"node {cv.node_label}: padding the batch axis is not supported")
+    if mode not in ("constant", "reflect"):
+        raise UserError(f"node {cv.node_label}: Pad mode {mode!r} is not supported")
+    full = [per_axis.get(a, (0, 0)) for a in range(rank)]
+    if (x.channels_last and rank in (3, 4) and mode == "constant" and value == 0.0
+            and full[1] == (0, 0)):
+        layer = keras.layers.ZeroPadding2D(tuple(full[2:]), name=cv.name()) if rank == 4 \
+            else keras.layers.ZeroPadding1D(full[2], name=cv.name())
+        cv.out(layer(x.tensor), channels_last=True)
+        return
+    keras_pads = [list(full[o]) for o in x.onnx_order()]
+    cv.out(L.Pad(keras_pads, mode=mode, constant_value=value, name=cv.name())(x.tensor),
+           channels_last=x.channels_last)
+
+
+def _nearest_source(size: int, out: int, scale: float, ctm: str, nearest_mode: str):
+    """ONNX Resize nearest: input index read by each output index along one axis."""
+    x = np.arange(out, dtype=np.float64)
+    if ctm == "asymmetric":
+        src = x / scale
+    elif ctm in ("half_pixel", "pytorch_half_pixel"):
+        src = (x + 0.5) / scale - 0.5
+        if ctm == "pytorch_half_pixel" and out == 1:
+            src = np.zeros_like(x)
+    elif ctm == "align_corners":
+        src = x * (size - 1) / (out - 1) if out > 1 else np.zeros_like(x)
+    elif ctm == "half_pixel_symmetric":
+        adj = out / (scale * size)
+        center = size / 2 * (1 - adj)
+        src = center + ((x + 0.5) / scale - 0.5)
+    else:
+        return None
+    if nearest_mode == "floor":
+        idx = np.floor(src)
+    elif nearest_mode == "ceil":
+        idx = np.ceil(src)
+    elif nearest_mode == "round_prefer_ceil":
+        idx = np.floor(src + 0.5)
+    else:  # round_prefer_floor
+        idx = np.ceil(src - 0.5)
+    return np.clip(idx, 0, size - 1).astype(int)
+
+
+@register("Resize", "Upsample")
+def resize(cv, node, attrs):
+    x = cv.kt(0)
+    if x.rank != 4:
+        raise UserError(f"node {cv.node_label}: only 4-D Resize is supported")
+    spatial = [int(d) for d in x.onnx_shape[2:]]
+    scales = sizes = None
+    if node.op_type == "Upsample" and "scales" in attrs:
+        scales = attrs["scales"]
+    elif node.op_type == "Upsample" or cv.opset < 11:
+        scales = cv.const(1)
+    else:
+        scales = cv.const(2, required=False)
+        sizes = cv.const(3, required=False)
+        if scales is not None and np.asarray(scales).size == 0:
+            scales = None
+    if sizes is not None:
+        sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+        if len(sizes) != 4 or sizes[1] != int(x.onnx_shape[1]):
+            raise UserError(f"node {cv.node_label}: Resize must keep batch and channels")
+        out = sizes[2:]
+        factors = [o / i for o, i in zip(out, spatial, strict=True)]
+    else:
+        scales = [float(s) for s in np.asarray(scales).reshape(-1)]
+        if len(scales) != 4 or scales[:2] != [1.0, 1.0]:
+            raise UserError(f"node {cv.node_label}: Resize must keep batch and channels")
+        factors = scales[2:]
+        out = [int(math.floor(i * f)) for i, f in zip(spatial, factors, strict=True)]
+    mode = attrs.get("mode", "nearest")
+    ctm = attrs.get("coordinate_transformation_mode",
+                    "asymmetric" if node.op_type == "Upsample" or cv.opset < 11 else
+                    "half_pixel")
+    integer = [o == i * round(f) and round(f) >= 1 for o, i, f in
+               zip(out, spatial, factors, strict=True)]
+    tensor = cv.channels_last(x)
+    if mode == "nearest":
+        nearest_mode = attrs.get("nearest_mode", "round_prefer_floor")
+        if cv.opset < 11:
+            nearest_mode = "floor"
+        exact = all(integer) and all(
+            np.array_equal(_nearest_source(i, o, f, ctm, nearest_mode), np.arange(o) // round(f))
+            for i, o, f in zip(spatial, out, factors, strict=True))
+        if not exact:
+            raise UserError(f"node {cv.node_label}: nearest Resize is supported only with "
+                            "integer factors that repeat pixels")
+        layer = keras.layers.UpSampling2D(tuple(round(f) for f in factors),
+                                          interpolation="nearest", name=cv.name())
+    elif mode in ("linear", "bilinear"):
+        if ctm == "align_corners":
+            layer = L.Resize(out, "bilinear", align_corners=True, name=cv.name())
+        elif ctm in ("half_pixel", "pytorch_half_pixel") and all(o > 1 for o in out):
+            if all(integer):
+                layer = keras.layers.UpSampling2D(tuple(round(f) for f in factors),
+                                                  interpolation="bilinear", name=cv.name())
+            else:
+                layer = L.Resize(out, "bilinear", name=cv.name())
+        else:
+            raise UserError(f"node {cv.node_label}: linear Resize with "
+                            f"coordinate_transformation_mode={ctm!r} is not supported")
+    else:
+        raise UserError(f"node {cv.node_label}: Resize mode {mode!r} is not supported")
+    cv.out(layer(tensor), channels_last=True)
