@@ -1,0 +1,376 @@
+"""A systolic array that multiplies matrices exactly as its PE registers would, with faults.
+
+Model (see docs/systolic.md for the full text):
+
+* ``C = A @ B`` with iteration space (i, j, k); one *tile* is the box ``n1 x n2 x n3`` of local
+  iterations. Matrices are zero-padded to whole tiles; tiles run one after another in the order
+  (row tile, column tile, inner tile), inner fastest, each taking ``period`` cycles, so iteration
+  (i, j, k) of tile number ``n`` runs at global cycle ``n * period + T[2] @ (i, j, k) - t_min``.
+* PE ``(x, y) = T[:2] @ (i, j, k)``. Lines ``a``/``b``/``c`` move along (0,1,0)/(1,0,0)/(0,0,1).
+  A *chain* is the run of iterations of one tile that carry one value: ``a[i, k]`` over j,
+  ``b[k, j]`` over i, the partial sum of ``c[i, j]`` over k, ordered by time step (ties: by index).
+* A PE computes ``c_out = c_in + a * b`` (product rounded to the accumulator dtype, then the sum;
+  no fused multiply-add); the first iteration of a c chain starts from ``c_in = 0``, the last one's
+  ``c_out`` is the tile result, and tile results are added outside the array in the accumulator
+  dtype, from 0, in inner-tile order. Integers wrap (two's complement).
+* A fault on register L of PE p replaces every value read from it (while active) by
+  ``corrupt(value)``. For ``a``/``b``: the operand used by an iteration at p is corrupted and, on a
+  moving line, that corrupted value is forwarded to every later iteration of the chain (downstream
+  PEs), whatever their cycle. A stationary line keeps the clean value stored and corrupts each read
+  while the fault is active. For ``c``: ``c_out`` of an iteration at p is corrupted; the partial
+  sum carries the damage downstream by itself. Several faults compose in chain order (upstream
+  first; same PE: in the order added).
+
+Speed: the golden product comes from BLAS once; only output elements whose computation reads a
+faulty register value are recomputed, in the PE accumulation order, vectorised over all tiles and
+affected elements. Integer results are bit-identical to the register model; for floats the
+recomputed elements follow the sequential order exactly and the others are the BLAS product.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from classes_tool.errors import UserError
+from classes_tool.systolic.dataflow import (
+    LINE_DIRECTIONS,
+    LINES,
+    chain_sign,
+    flow_vector,
+    resolve_dataflow,
+)
+from classes_tool.systolic.faults import Fault
+
+_SUPPORTED_IN = ("int8", "uint8", "int16", "float16", "float32", "float64")
+
+
+class CastingError(UserError):
+    """An input value does not fit the array's input dtype (we never wrap silently)."""
+
+
+def default_mac_dtype(in_dtype: np.dtype) -> np.dtype:
+    """Accumulator dtype: 4x wider for integers (int8 -> int32), the same for floats."""
+    in_dtype = np.dtype(in_dtype)
+    if in_dtype.kind in "iu":
+        return np.dtype(f"i{min(in_dtype.itemsize * 4, 8)}")
+    return in_dtype
+
+
+def cast_input(values, dtype: np.dtype, what: str = "input") -> np.ndarray:
+    """Cast `values` to `dtype`, raising CastingError instead of wrapping or overflowing.
+
+    Integers: values must be whole numbers inside the dtype's range. Floats: finite values must be
+    inside the finite range (rounding to the nearest representable value is allowed).
+    """
+    dtype = np.dtype(dtype)
+    arr = np.asarray(values)
+    if arr.dtype == dtype:
+        return arr
+    if arr.dtype.kind not in "biuf":
+        raise CastingError(f"{what} of dtype {arr.dtype} cannot be cast to {dtype.name}")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise CastingError(f"{what} has non-integer values; cannot cast to {dtype.name} "
+                                   "without loss (quantise it first)")
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise CastingError(f"{what} has values in [{arr.min()}, {arr.max()}] outside the "
+                               f"{dtype.name} range [{info.min}, {info.max}]")
+        return arr.astype(dtype)
+    if arr.size and arr.dtype.kind == "f":
+        finite = np.abs(arr[np.isfinite(arr)])
+        if finite.size and float(finite.max()) > float(np.finfo(dtype).max):
+            raise CastingError(f"{what} has values up to {float(finite.max())!r}, beyond the "
+                               f"{dtype.name} range")
+    elif arr.size and arr.dtype.kind in "iu":
+        big = max(abs(int(arr.min())), abs(int(arr.max())))
+        if big > float(np.finfo(dtype).max):
+            raise CastingError(f"{what} has values up to {big}, beyond the {dtype.name} range")
+    return arr.astype(dtype)
+
+
+def exact_int_matmul(A: np.ndarray, B: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """Exact integer product (wrapped to `out_dtype`) using float64 BLAS on exact chunks of k."""
+    out_dtype = np.dtype(out_dtype)
+    M, K = A.shape
+    N = B.shape[1]
+    amax = int(np.abs(A.astype(np.int64)).max()) if A.size else 0
+    bmax = int(np.abs(B.astype(np.int64)).max()) if B.size else 0
+    per_term = max(amax * bmax, 1)
+    chunk = max(1, min(K, (2**53 - 1) // per_term))
+    total = np.zeros((M, N), dtype=np.int64)
+    for k0 in range(0, max(K, 1), chunk):
+        a = A[:, k0:k0 + chunk].astype(np.float64)
+        b = B[k0:k0 + chunk].astype(np.float64)
+        total += (a @ b).astype(np.int64)  # exact: every partial sum is below 2**53
+    return total.astype(out_dtype)
+
+
+class SystolicArray:
+    """An ``n1 x n2 x n3`` tile of (i, j, k) iterations mapped onto PEs by a dataflow.
+
+    `in_dtype` is the dtype of registers ``a`` and ``b``; `mac_dtype` the one of ``c``
+    (default: 4x wider for integers, the same for floats).
+    """
+
+    def __init__(self, n1: int, n2: int, n3: int, dataflow: str | np.ndarray = "output_stationary",
+                 in_dtype: str | np.dtype = "int8", mac_dtype: str | np.dtype | None = None):
+        for name, n in (("n1", n1), ("n2", n2), ("n3", n3)):
+            if int(n) != n or int(n) < 1:
+                raise UserError(f"array extent {name} must be a positive integer, got {n!r}")
+        self.n1, self.n2, self.n3 = int(n1), int(n2), int(n3)
+        self.dataflow, self.T = resolve_dataflow(dataflow)
+        try:
+            self.in_dtype = np.dtype(in_dtype)
+        except TypeError as exc:
+            raise UserError(f"unknown in_dtype {in_dtype!r}") from exc
+        if self.in_dtype.name not in _SUPPORTED_IN:
+            raise UserError(f"in_dtype {self.in_dtype.name} not supported; use one of "
+                            f"{', '.join(_SUPPORTED_IN)}")
+        try:
+            self.mac_dtype = (default_mac_dtype(self.in_dtype) if mac_dtype is None
+                              else np.dtype(mac_dtype))
+        except TypeError as exc:
+            raise UserError(f"unknown mac_dtype {mac_dtype!r}") from exc
+        int_in = self.in_dtype.kind in "iu"
+        if int_in and (self.mac_dtype.kind != "i" or self.mac_dtype.itemsize > 8):
+            raise UserError("integer inputs need a signed integer accumulator (int16/int32/int64)")
+        if not int_in and (self.mac_dtype.kind != "f"
+                           or self.mac_dtype.itemsize < self.in_dtype.itemsize):
+            raise UserError("float inputs need a float accumulator at least as wide as the inputs")
+        ext = np.array([self.n1 - 1, self.n2 - 1, self.n3 - 1], dtype=np.int64)
+        t_row = self.T[2]
+        self.t_min = int(np.minimum(t_row * ext, 0).sum())
+        self.t_max = int(np.maximum(t_row * ext, 0).sum())
+        self.period = self.t_max - self.t_min + 1
+        self._faults: list[Fault] = []
+        self._effects: dict[Fault, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.n1, self.n2, self.n3
+
+    def config(self) -> dict:
+        """JSON-able arguments that rebuild this array (without its faults)."""
+        return {"n1": self.n1, "n2": self.n2, "n3": self.n3,
+                "dataflow": self.dataflow if self.dataflow != "custom" else self.T.tolist(),
+                "in_dtype": self.in_dtype.name, "mac_dtype": self.mac_dtype.name}
+
+    def line_dtype(self, line: str) -> np.dtype:
+        """Dtype of a register line: in_dtype for ``a``/``b``, the accumulator dtype for ``c``."""
+        return self.mac_dtype if line == "c" else self.in_dtype
+
+    def flow(self, line: str) -> tuple[int, int]:
+        """PE displacement of one hop of `line`; (0, 0) means the line is stationary."""
+        return flow_vector(self.T, line)
+
+    def is_stationary(self, line: str) -> bool:
+        return self.flow(line) == (0, 0)
+
+    @cached_property
+    def pes(self) -> np.ndarray:
+        """All PE coordinates (x, y) that run some iteration of a tile, sorted, shape (P, 2)."""
+        found = set()
+        jj, kk = np.meshgrid(np.arange(self.n2), np.arange(self.n3), indexing="ij")
+        for i in range(self.n1):
+            it = np.stack([np.full(jj.size, i), jj.ravel(), kk.ravel()])
+            xy = self.T[:2] @ it
+            found.update(zip(xy[0].tolist(), xy[1].tolist(), strict=True))
+        return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+
+    def iterations_at(self, x: int, y: int) -> np.ndarray:
+        """Local iterations (i, j, k) of a tile that run on PE (x, y), shape (h, 3)."""
+        T2 = self.T[:2]
+        normal = np.cross(T2[0], T2[1])  # the direction along which the PE does not change
+        axis = int(np.argmax(np.abs(normal)))  # its component is a 2x2 minor of T[:2]: non-zero
+        others = [d for d in range(3) if d != axis]
+        minor = T2[:, others]
+        det = int(round(np.linalg.det(minor)))
+        ext = (self.n1, self.n2, self.n3)
+        v = np.arange(ext[axis], dtype=np.int64)
+        rhs = np.array([x, y], dtype=np.int64)[:, None] - T2[:, axis][:, None] * v[None, :]
+        # Cramer's rule in exact integers
+        num0 = rhs[0] * minor[1, 1] - rhs[1] * minor[0, 1]
+        num1 = minor[0, 0] * rhs[1] - minor[1, 0] * rhs[0]
+        ok = (num0 % det == 0) & (num1 % det == 0)
+        u0, u1 = num0 // det, num1 // det
+        ok &= (u0 >= 0) & (u0 < ext[others[0]]) & (u1 >= 0) & (u1 < ext[others[1]])
+        out = np.empty((int(ok.sum()), 3), dtype=np.int64)
+        out[:, axis] = v[ok]
+        out[:, others[0]] = u0[ok]
+        out[:, others[1]] = u1[ok]
+        return out
+
+    # ----------------------------------------------------------------- faults
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        return tuple(self._faults)
+
+    def add_fault(self, fault: Fault) -> None:
+        """Add a fault; several faults compose (upstream first, then in the order added)."""
+        if not isinstance(fault, Fault):
+            raise UserError(f"not a fault: {fault!r}")
+        if fault.line not in LINES:
+            raise UserError(f"fault line must be one of {', '.join(LINES)}, got {fault.line!r}")
+        fault.check(self.line_dtype(fault.line))
+        if len(self.iterations_at(int(fault.x), int(fault.y))) == 0:
+            raise UserError(f"PE ({fault.x}, {fault.y}) is not part of this {self.n1}x{self.n2}x"
+                            f"{self.n3} {self.dataflow} array")
+        self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def _effect(self, fault: Fault) -> tuple[np.ndarray, np.ndarray]:
+        """Local iterations whose value of `fault.line` is corrupted, and the local time of the hit.
+
+        The hit time decides, with the tile number, whether a windowed fault was active.
+        """
+        cached = self._effects.get(fault)
+        if cached is not None:
+            return cached
+        hits = self.iterations_at(int(fault.x), int(fault.y))
+        times = hits @ self.T[2]
+        if fault.line == "c" or self.is_stationary(fault.line):
+            result = (hits, times)
+        else:
+            d = np.array(LINE_DIRECTIONS[fault.line], dtype=np.int64)
+            axis = int(np.argmax(d))
+            ext = (self.n1, self.n2, self.n3)[axis]
+            sign = chain_sign(self.T, fault.line)
+            its, ts = [], []
+            for step in range(ext):
+                moved = hits + sign * step * d
+                keep = (moved[:, axis] >= 0) & (moved[:, axis] < ext)
+                its.append(moved[keep])
+                ts.append(times[keep])
+            result = (np.concatenate(its), np.concatenate(ts))
+        self._effects[fault] = result
+        return result
+
+    def _chain_key(self, fault: Fault) -> int:
+        dx, dy = self.flow(fault.line)
+        return chain_sign(self.T, fault.line) * (int(fault.x) * dx + int(fault.y) * dy)
+
+    # ----------------------------------------------------------------- products
+    def _check(self, A, B) -> tuple[np.ndarray, np.ndarray]:
+        A = cast_input(A, self.in_dtype, "A")
+        B = cast_input(B, self.in_dtype, "B")
+        if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
+            raise UserError(f"matmul needs A (rows x inner) and B (inner x cols), got shapes "
+                            f"{A.shape} and {B.shape}")
+        return A, B
+
+    def golden(self, A, B) -> np.ndarray:
+        """The fault-free product in the accumulator dtype (BLAS; exact for integers)."""
+        A, B = self._check(A, B)
+        return self._golden(A, B)
+
+    def _golden(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        if self.in_dtype.kind in "iu":
+            return exact_int_matmul(A, B, self.mac_dtype)
+        return np.matmul(A.astype(self.mac_dtype, copy=False), B.astype(self.mac_dtype, copy=False))
+
+    def matmul(self, A, B) -> np.ndarray:
+        """``A @ B`` as this array computes it with its current faults (accumulator dtype)."""
+        A, B = self._check(A, B)
+        golden = self._golden(A, B)
+        if not self._faults or golden.size == 0:
+            return golden
+        with np.errstate(all="ignore"):
+            return self._faulty(A, B, golden)
+
+    def _faulty(self, A: np.ndarray, B: np.ndarray, golden: np.ndarray) -> np.ndarray:
+        n1, n2, n3 = self.shape
+        M, K = A.shape
+        N = B.shape[1]
+        nI, nJ, nK = -(-M // n1), -(-N // n2), -(-K // n3)
+        effects = [(f, self._effect(f)) for f in self._faults]
+        # local output positions (li, lj) any fault can reach
+        pos = np.unique(np.concatenate([it[:, 0] * n2 + it[:, 1] for _, (it, _) in effects]))
+        L = len(pos)
+        lookup = np.full(n1 * n2, -1, dtype=np.int64)
+        lookup[pos] = np.arange(L)
+        li, lj = pos // n2, pos % n2
+        # affected elements: every (row tile, column tile) x local position, cropped to C
+        ti, tj, lp = np.meshgrid(np.arange(nI), np.arange(nJ), np.arange(L), indexing="ij")
+        ti, tj, lp = ti.ravel(), tj.ravel(), lp.ravel()
+        gi, gj = ti * n1 + li[lp], tj * n2 + lj[lp]
+        keep = (gi < M) & (gj < N)
+        ti, tj, lp, gi, gj = ti[keep], tj[keep], lp[keep], gi[keep], gj[keep]
+        E = len(gi)
+        if E == 0:
+            return golden
+        tile0 = (ti * nJ + tj) * nK  # tile number of inner tile 0 of each element
+
+        def mask_of(effect: tuple[np.ndarray, np.ndarray], window) -> np.ndarray:
+            its, times = effect
+            table = np.full((L, n3), -1, dtype=np.int64)
+            table[lookup[its[:, 0] * n2 + its[:, 1]], its[:, 2]] = times - self.t_min
+            rel = table[lp]  # (E, n3): cycle offset of the hit inside a tile, -1: no hit
+            if window is None:
+                return np.broadcast_to((rel >= 0)[:, None, :], (E, nK, n3))
+            start, stop = int(window[0]), int(window[1])
+            cyc = (tile0[:, None] + np.arange(nK)[None, :])[:, :, None] * self.period + rel[:, None, :]
+            return (rel >= 0)[:, None, :] & (cyc >= start) & (cyc < stop)
+
+        Kp = nK * n3
+        a_op = np.zeros((E, Kp), dtype=self.in_dtype)
+        a_op[:, :K] = A[gi]
+        b_op = np.zeros((E, Kp), dtype=self.in_dtype)
+        b_op[:, :K] = np.ascontiguousarray(B.T)[gj]
+        a_op = a_op.reshape(E, nK, n3)
+        b_op = b_op.reshape(E, nK, n3)
+        touched = np.zeros(E, dtype=bool)
+        for line, op in (("a", a_op), ("b", b_op)):
+            mine = sorted((f for f, _ in effects if f.line == line), key=self._chain_key)
+            for f in mine:
+                m = mask_of(self._effect(f), f.window)
+                if m.any():
+                    op[m] = f.corrupt(op[m])
+                    touched |= m.any(axis=(1, 2))
+        c_masks = []
+        for f, eff in effects:
+            if f.line == "c":
+                m = mask_of(eff, f.window)
+                if m.any():
+                    c_masks.append((f, m))
+                    touched |= m.any(axis=(1, 2))
+        if not touched.any():
+            return golden
+        sel = np.nonzero(touched)[0]
+        a_op, b_op = a_op[sel], b_op[sel]
+        c_masks = [(f, m[sel]) for f, m in c_masks]
+        values = self._accumulate(a_op, b_op, c_masks)
+        out = golden.copy()
+        out[gi[sel], gj[sel]] = values
+        return out
+
+    def _accumulate(self, a_op: np.ndarray, b_op: np.ndarray, c_masks: list) -> np.ndarray:
+        """Sequential PE accumulation of (E, nK, n3) operands, then tile sums outside the array."""
+        mac = self.mac_dtype
+        integer = mac.kind == "i"
+        work = np.int64 if integer else mac
+        prod = a_op.astype(work) * b_op.astype(work)  # exact for ints; rounded to mac for floats
+        E, nK, n3 = prod.shape
+        if integer and not c_masks:
+            return prod.sum(axis=(1, 2)).astype(mac)  # modular arithmetic: order is irrelevant
+        order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
+        prod = np.ascontiguousarray(np.moveaxis(prod, 2, 0))  # (n3, E, nK)
+        c = np.zeros((E, nK), dtype=work)
+        for kk in order:
+            c = c + prod[kk]
+            for f, m in c_masks:
+                mk = m[:, :, kk]
+                if mk.any():
+                    c[mk] = f.corrupt(c[mk].astype(mac)).astype(work)
+        if integer:
+            return c.sum(axis=1).astype(mac)
+        total = np.zeros(E, dtype=mac)
+        for tk in range(nK):
+            total = total + c[:, tk]
+        return total

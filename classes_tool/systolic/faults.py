@@ -1,0 +1,120 @@
+"""Register fault models of a systolic array PE.
+
+A fault sits on the *output* of one register (``a``, ``b`` or ``c``) of one PE: every value read from
+that register while the fault is active is replaced by ``corrupt(value)``. Bits address the raw
+pattern of the register's dtype — two's complement for integers, IEEE-754 for floats — with bit 0
+the least significant bit. ``window=(start, stop)`` limits the fault to global cycles
+``start <= cycle < stop`` (a transient fault); ``None`` means permanent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from classes_tool.errors import UserError
+
+
+def _bits_view(values: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    values = np.ascontiguousarray(values)
+    udt = np.dtype(f"u{values.dtype.itemsize}")
+    return values.view(udt).copy(), udt
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Common part: which register of which PE, and when."""
+
+    line: str
+    x: int
+    y: int
+    window: tuple[int, int] | None = field(default=None, kw_only=True)
+
+    @property
+    def pattern(self) -> str:
+        raise NotImplementedError
+
+    def corrupt(self, values: np.ndarray) -> np.ndarray:
+        """Return the values a reader of the faulty register sees (same dtype)."""
+        raise NotImplementedError
+
+    def check(self, dtype: np.dtype) -> None:
+        """Raise UserError if the fault cannot exist on a register of `dtype`."""
+        if self.window is not None:
+            start, stop = self.window
+            if int(start) < 0 or int(stop) <= int(start):
+                raise UserError(f"fault window must be (start, stop) with 0 <= start < stop, "
+                                f"got {self.window!r}")
+
+
+@dataclass(frozen=True)
+class _BitFault(Fault):
+    bit: int = 0
+
+    def check(self, dtype: np.dtype) -> None:
+        super().check(dtype)
+        nbits = np.dtype(dtype).itemsize * 8
+        if not 0 <= int(self.bit) < nbits:
+            raise UserError(f"bit {self.bit} out of range for a {np.dtype(dtype).name} register "
+                            f"(0..{nbits - 1})")
+
+
+@dataclass(frozen=True)
+class StuckAt(_BitFault):
+    """Bit `bit` of the register reads as `polarity` (0 or 1)."""
+
+    polarity: int = 0
+
+    @property
+    def pattern(self) -> str:
+        return "stuck_at"
+
+    def check(self, dtype: np.dtype) -> None:
+        super().check(dtype)
+        if int(self.polarity) not in (0, 1):
+            raise UserError(f"stuck-at polarity must be 0 or 1, got {self.polarity!r}")
+
+    def corrupt(self, values: np.ndarray) -> np.ndarray:
+        bits, udt = _bits_view(values)
+        mask = udt.type(1) << udt.type(self.bit)
+        bits = bits | mask if int(self.polarity) else bits & ~mask
+        return bits.view(values.dtype)
+
+
+@dataclass(frozen=True)
+class BitFlip(_BitFault):
+    """Bit `bit` of the register reads inverted."""
+
+    @property
+    def pattern(self) -> str:
+        return "bit_flip"
+
+    def corrupt(self, values: np.ndarray) -> np.ndarray:
+        bits, udt = _bits_view(values)
+        return (bits ^ (udt.type(1) << udt.type(self.bit))).view(values.dtype)
+
+
+@dataclass(frozen=True)
+class FixedValue(Fault):
+    """The register reads as the constant `value` (must be representable in its dtype)."""
+
+    value: float = 0
+
+    @property
+    def pattern(self) -> str:
+        return "fixed_value"
+
+    def check(self, dtype: np.dtype) -> None:
+        super().check(dtype)
+        dtype = np.dtype(dtype)
+        v = self.value
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if float(v) != int(v) or not info.min <= int(v) <= info.max:
+                raise UserError(f"fixed value {v!r} does not fit a {dtype.name} register")
+        elif np.isfinite(v) and abs(v) > np.finfo(dtype).max:
+            raise UserError(f"fixed value {v!r} does not fit a {dtype.name} register")
+
+    def corrupt(self, values: np.ndarray) -> np.ndarray:
+        return np.full(values.shape, self.value, dtype=values.dtype)

@@ -1,0 +1,191 @@
+"""The fast faulty matmul against a loop-over-(i, j, k) register reference, plus the model's rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from systolic_reference import reference_matmul
+
+from classes_tool.errors import UserError
+from classes_tool.systolic import (
+    DATAFLOWS,
+    BitFlip,
+    CastingError,
+    FixedValue,
+    StuckAt,
+    SystolicArray,
+    resolve_dataflow,
+)
+
+# a user dataflow with a reversed chain (b: time step -1 per hop) and a zero-time hop (a)
+CUSTOM = [[1, 0, 0], [0, 1, 1], [-1, 0, 1]]
+DATAFLOW_CASES = [*DATAFLOWS, CUSTOM]
+SHAPE = (2, 3, 4)  # n1, n2, n3
+M, K, N = 3, 7, 5  # not multiples of the tile: padded edge tiles on every axis
+
+
+def _inputs(dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if dtype == "int8":
+        return (rng.integers(-128, 128, (M, K)).astype(np.int8),
+                rng.integers(-128, 128, (K, N)).astype(np.int8))
+    return (rng.standard_normal((M, K)).astype(np.float32),
+            rng.standard_normal((K, N)).astype(np.float32))
+
+
+def _bits(dtype: np.dtype) -> list[int]:
+    n = dtype.itemsize * 8
+    return [0, n // 2 - 1, n - 1]
+
+
+def _check(array: SystolicArray, A, B, faults) -> None:
+    array.clear_faults()
+    for f in faults:
+        array.add_fault(f)
+    fast = array.matmul(A, B)
+    with np.errstate(all="ignore"):
+        ref = reference_matmul(A, B, *array.shape, array.T, array.in_dtype, array.mac_dtype, faults)
+    assert fast.dtype == array.mac_dtype
+    if array.mac_dtype.kind == "i":
+        np.testing.assert_array_equal(fast, ref)
+        return
+    with np.errstate(all="ignore"):
+        clean = reference_matmul(A, B, *array.shape, array.T, array.in_dtype, array.mac_dtype)
+    golden = array.golden(A, B)
+    same = (fast.view(np.uint32) == ref.view(np.uint32)) | (np.isnan(fast) & np.isnan(ref))
+    unaffected = clean.view(np.uint32) == ref.view(np.uint32)
+    # every element is the exact sequential value, or untouched by the fault and the BLAS value
+    assert np.all(same | (unaffected & (fast == golden))), (faults, fast, ref)
+    assert np.allclose(golden, clean, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+@pytest.mark.parametrize("dataflow", DATAFLOW_CASES, ids=[*DATAFLOWS, "custom"])
+def test_single_faults_match_register_reference(dataflow, dtype):
+    array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype=dtype)
+    A, B = _inputs(dtype)
+    rng = np.random.default_rng(1)
+    pes = array.pes
+    changed = 0
+    for line in "abc":
+        for bit in _bits(array.line_dtype(line)):
+            x, y = pes[rng.integers(len(pes))]
+            for pol in (0, 1):
+                _check(array, A, B, [StuckAt(line, int(x), int(y), bit, pol)])
+            _check(array, A, B, [BitFlip(line, int(x), int(y), bit)])
+            changed += not np.array_equal(array.matmul(A, B), array.golden(A, B))
+    assert changed > 0  # the faults do reach the output
+
+
+@pytest.mark.parametrize("dataflow", DATAFLOW_CASES, ids=[*DATAFLOWS, "custom"])
+def test_every_pe_every_line_int8(dataflow):
+    array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype="int8")
+    A, B = _inputs("int8", seed=3)
+    for x, y in array.pes.tolist():
+        for line in "abc":
+            _check(array, A, B, [BitFlip(line, x, y, 6 if line != "c" else 20)])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary", "no_local_reuse",
+                                      "custom"])
+def test_windows_and_several_faults(dataflow, dtype):
+    df = CUSTOM if dataflow == "custom" else dataflow
+    array = SystolicArray(*SHAPE, dataflow=df, in_dtype=dtype)
+    A, B = _inputs(dtype, seed=5)
+    rng = np.random.default_rng(7)
+    pes = array.pes.tolist()
+    total = 8 * array.period  # 2 x 2 x 2 tiles
+    for trial in range(6):
+        faults = []
+        for _ in range(3):
+            line = "abc"[rng.integers(3)]
+            x, y = pes[rng.integers(len(pes))]
+            nbits = array.line_dtype(line).itemsize * 8
+            start = int(rng.integers(total))
+            window = None if trial % 2 == 0 else (start, start + int(rng.integers(1, total)))
+            faults.append(StuckAt(line, x, y, int(rng.integers(nbits)), int(rng.integers(2)),
+                                  window=window))
+        # two faults on one PE and line compose in the order added
+        faults.append(BitFlip(faults[0].line, faults[0].x, faults[0].y, 1))
+        _check(array, A, B, faults)
+
+
+def test_fixed_value_and_wider_inputs():
+    array = SystolicArray(3, 2, 2, "input_stationary", in_dtype="int16")
+    assert array.mac_dtype == np.int64
+    rng = np.random.default_rng(0)
+    A = rng.integers(-2**15, 2**15, (4, 5)).astype(np.int16)
+    B = rng.integers(-2**15, 2**15, (5, 3)).astype(np.int16)
+    x, y = array.pes[0].tolist()
+    _check(array, A, B, [FixedValue("a", x, y, -7)])
+    _check(array, A, B, [FixedValue("c", x, y, 2**40)])
+
+
+def test_hand_computed_output_stationary():
+    # 2x2x2 output stationary, one tile: c[0,1] lives in PE (0, 1); a[0, k] passes PE (0, 0) first
+    array = SystolicArray(2, 2, 2, "output_stationary", in_dtype="int8")
+    A = np.array([[1, 2], [3, 4]], dtype=np.int8)
+    B = np.array([[5, 6], [7, 8]], dtype=np.int8)
+    np.testing.assert_array_equal(array.matmul(A, B), [[19, 22], [43, 50]])
+    array.add_fault(StuckAt("a", 0, 0, 3, 1))  # a[0, :] = (1, 2) reads as (9, 10) from PE (0,0) on
+    np.testing.assert_array_equal(array.matmul(A, B), [[9 * 5 + 10 * 7, 9 * 6 + 10 * 8], [43, 50]])
+    array.clear_faults()
+    array.add_fault(StuckAt("c", 1, 1, 0, 0))  # every partial sum of c[1,1] loses bit 0
+    # c = 0 + 3*6 = 18 -> 18; 18 + 4*8 = 50 -> 50 (both even): unchanged; bit 1 instead:
+    np.testing.assert_array_equal(array.matmul(A, B), [[19, 22], [43, 50]])
+    array.clear_faults()
+    array.add_fault(StuckAt("c", 1, 1, 1, 0))  # 18 -> 16; 16 + 32 = 48 -> 48
+    np.testing.assert_array_equal(array.matmul(A, B), [[19, 22], [43, 48]])
+
+
+def test_permanent_fault_hits_every_tile():
+    array = SystolicArray(2, 2, 2, "output_stationary", in_dtype="int8")
+    A = np.ones((4, 4), dtype=np.int8)
+    B = np.ones((4, 4), dtype=np.int8)
+    array.add_fault(FixedValue("c", 1, 0, 0))
+    out = array.matmul(A, B)
+    # c rows/cols with local position (1, 0) read as 0 after each tile: both inner tiles add 0
+    expect = np.full((4, 4), 4)
+    expect[1::2, 0::2] = 0
+    np.testing.assert_array_equal(out, expect)
+
+
+@pytest.mark.parametrize("name,keeps", [("output_stationary", (0, 0, 1)),
+                                        ("weight_stationary", (1, 0, 0)),
+                                        ("input_stationary", (0, 1, 0)),
+                                        ("row_stationary", (0, 1, 0))])
+def test_named_dataflows_keep_their_line(name, keeps):
+    _, T = resolve_dataflow(name)
+    assert np.all(T[:2] @ np.array(keeps) == 0)
+    assert round(np.linalg.det(T)) != 0
+
+
+def test_no_local_reuse_moves_everything():
+    _, T = resolve_dataflow("no_local_reuse")
+    for d in np.eye(3, dtype=int):
+        assert np.any(T[:2] @ d != 0)
+
+
+def test_user_errors():
+    with pytest.raises(UserError, match="singular"):
+        SystolicArray(2, 2, 2, [[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    with pytest.raises(UserError, match="unknown dataflow"):
+        SystolicArray(2, 2, 2, "diagonal")
+    array = SystolicArray(2, 2, 2, "output_stationary", in_dtype="int8")
+    with pytest.raises(UserError, match="not part"):
+        array.add_fault(StuckAt("a", 5, 5, 0, 1))
+    with pytest.raises(UserError, match="bit 8"):
+        array.add_fault(StuckAt("a", 0, 0, 8, 1))
+    array.add_fault(StuckAt("c", 0, 0, 31, 1))  # c is int32: bit 31 exists
+    with pytest.raises(UserError, match="line"):
+        array.add_fault(StuckAt("d", 0, 0, 0, 1))
+    with pytest.raises(CastingError, match="range"):
+        array.matmul(np.array([[200, 1]]), np.ones((2, 2)))
+    with pytest.raises(CastingError, match="non-integer"):
+        array.matmul(np.array([[0.5, 1]]), np.ones((2, 2)))
+    f16 = SystolicArray(2, 2, 2, "output_stationary", in_dtype="float16")
+    with pytest.raises(CastingError, match="float16"):
+        f16.matmul(np.array([[1e6, 1]]), np.ones((2, 2)))
+    with pytest.raises(UserError, match="shapes"):
+        array.matmul(np.ones((2, 3), np.int8), np.ones((2, 2), np.int8))
