@@ -1,0 +1,259 @@
+"""Result store: round trip, idempotent re-adds, config guard, bad files, survival of kill -9."""
+
+import csv
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classes_tool.campaign.outcomes import classify
+from classes_tool.campaign.store import ResultStore, rows_from_classification
+from classes_tool.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+META = {"seed": 7, "model": "m.h5", "margin": 0.01, "targets": ["conv2d", "dense"]}
+
+
+def batch(b, faults_per_batch=2, inputs=5):
+    """Batch b: faults b*k .. b*k+k-1, each on `inputs` inputs, deterministic content."""
+    faults, results = [], []
+    for fi in range(b * faults_per_batch, (b + 1) * faults_per_batch):
+        faults.append({"fault_index": fi, "target": ["conv2d", "dense"][fi % 2],
+                       "pattern": "line", "params": {"x": fi % 3, "bit": fi}})
+        for ii in range(inputs):
+            outcome = ["masked", "tolerable_sdc", "critical_sdc", "due"][(fi + ii) % 4]
+            results.append({"fault_index": fi, "input_index": ii, "outcome": outcome,
+                            "sdc5": outcome == "due", "rel_error":
+                            math.nan if outcome == "due" else float(fi + ii),
+                            "golden_top1": ii % 10, "faulty_top1": -1 if outcome == "due" else 3,
+                            "label": ii % 10})
+    return faults, results
+
+
+def as_text(rows):
+    """Rows as JSON text, so NaN compares equal to NaN."""
+    return [json.dumps(r, sort_keys=True) for r in rows]
+
+
+def test_round_trip_meta_faults_and_ordered_results(tmp_path):
+    db = tmp_path / "r.db"
+    with ResultStore(db, META) as st:
+        f1, r1 = batch(1)
+        f0, r0 = batch(0)
+        assert st.add(f1, r1[::-1]) == 10  # out of order on purpose
+        assert st.add(f0, r0) == 10
+    with ResultStore(db) as st:
+        assert st.meta == META
+        rows = st.results()
+        assert st.count() == 20
+        assert st.done_pairs() == {(f, i) for f in range(4) for i in range(5)}
+        assert [(r["fault_index"], r["input_index"]) for r in rows] == \
+            sorted((f, i) for f in range(4) for i in range(5))
+        first = rows[0]
+        assert first == {"fault_index": 0, "input_index": 0, "target": "conv2d", "pattern": "line",
+                         "params": {"x": 0, "bit": 0}, "outcome": "masked", "sdc5": False,
+                         "rel_error": 0.0, "golden_top1": 0, "faulty_top1": 3, "label": 0}
+        due = [r for r in rows if r["outcome"] == "due"]
+        assert due and all(math.isnan(r["rel_error"]) and r["sdc5"] for r in due)
+        assert [f["fault_index"] for f in st.faults()] == [0, 1, 2, 3]
+
+
+def test_pragmas_wal_and_full_sync(tmp_path):
+    with ResultStore(tmp_path / "r.db", META) as st:
+        assert st.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert st.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_re_adding_stored_pairs_is_ignored(tmp_path):
+    with ResultStore(tmp_path / "r.db", META) as st:
+        f, r = batch(0)
+        assert st.add(f, r) == 10
+        before = st.results()
+        assert st.add(f, r) == 0
+        f1, r1 = batch(1)
+        assert st.add(f + f1, r[:3] + r1) == 10  # half old, half new
+        assert st.count() == 20
+        assert as_text(st.results()[:10]) == as_text(before)
+
+
+def test_changed_fault_definition_is_a_bug_and_rolls_back_the_batch(tmp_path):
+    with ResultStore(tmp_path / "r.db", META) as st:
+        f, r = batch(0)
+        st.add(f, r)
+        f1, r1 = batch(1)
+        changed = [dict(f[0], params={"x": 99})]
+        with pytest.raises(ValueError, match="not deterministic"):
+            st.add(f1 + changed, r1)
+        assert st.count() == 10  # nothing of the failed batch stayed
+        assert [x["fault_index"] for x in st.faults()] == [0, 1]
+
+
+def test_unknown_outcome_and_missing_fault_are_rejected(tmp_path):
+    with ResultStore(tmp_path / "r.db", META) as st:
+        f, r = batch(0)
+        with pytest.raises(ValueError, match="unknown outcome"):
+            st.add(f, [dict(r[0], outcome="bad")])
+        with pytest.raises(sqlite3.IntegrityError):
+            st.add([], [dict(r[0], fault_index=12345)])
+        assert st.count() == 0
+
+
+def test_meta_mismatch_names_the_key(tmp_path):
+    db = tmp_path / "r.db"
+    ResultStore(db, META).close()
+    ResultStore(db, META).close()  # same config: fine
+    ResultStore(db, {"seed": 7}).close()  # subset: fine
+    with pytest.raises(UserError, match=r"different config: key 'seed' differs.*new output folder"):
+        ResultStore(db, dict(META, seed=8))
+    with pytest.raises(UserError, match="key 'targets' differs"):
+        ResultStore(db, dict(META, targets=["dense"]))
+    with pytest.raises(UserError, match="key 'extra' differs"):
+        ResultStore(db, dict(META, extra=1))
+    # tuples and lists are the same JSON value; 1 and 1.0 compare equal
+    ResultStore(db, dict(META, targets=("conv2d", "dense"), seed=7.0)).close()
+
+
+def test_corrupt_or_foreign_or_missing_files_are_user_errors(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(UserError, match="not a readable result database"):
+        ResultStore(junk)
+    foreign = tmp_path / "foreign.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    with pytest.raises(UserError, match="not a campaign result database"):
+        ResultStore(foreign)
+    with pytest.raises(UserError, match="not found"):
+        ResultStore(tmp_path / "missing.db", must_exist=True)
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(UserError, match="folder"):
+        ResultStore(tmp_path)
+
+
+def test_export_csv(tmp_path):
+    with ResultStore(tmp_path / "r.db", META) as st:
+        st.add(*batch(0))
+        out = st.export_csv(tmp_path / "out" / "results.csv")
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10
+    assert list(rows[0]) == ["fault_index", "input_index", "target", "pattern", "params",
+                             "outcome", "sdc5", "rel_error", "golden_top1", "faulty_top1", "label"]
+    assert json.loads(rows[0]["params"]) == {"x": 0, "bit": 0}
+    assert rows[3]["outcome"] == "due" and rows[3]["rel_error"] == "nan" and rows[3]["sdc5"] == "1"
+    assert [p.name for p in out.parent.iterdir()] == ["results.csv"]  # no temporary left
+
+
+def test_rows_from_classification_round_trip(tmp_path):
+    golden = np.array([[0.8, 0.2], [0.3, 0.7], [0.5, 0.5]])
+    faulty = np.array([[0.8, 0.2], [0.9, 0.1], [np.nan, 0.5]])
+    c = classify(golden, faulty)
+    rows = rows_from_classification([0, 0, 1], [0, 1, 0], c, labels=[0, 1, None])
+    with ResultStore(tmp_path / "r.db", META) as st:
+        st.add([{"fault_index": 0, "target": "a", "pattern": "p", "params": {}},
+                {"fault_index": 1, "target": "a", "pattern": "p", "params": {}}], rows)
+        got = st.results()
+    assert [r["outcome"] for r in got] == ["masked", "critical_sdc", "due"]
+    assert [r["label"] for r in got] == [0, 1, None]
+
+
+WRITER = textwrap.dedent("""
+    import os, signal, sys, types
+    # Load only the store: a stub parent package skips classes_tool/__init__ (which pulls in
+    # TensorFlow); the store itself needs nothing of it.
+    pkg = types.ModuleType("classes_tool")
+    pkg.__path__ = [sys.argv[1] + "/classes_tool"]
+    sys.modules["classes_tool"] = pkg
+    sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, sys.argv[3])
+    from test_store import batch, META
+    from classes_tool.campaign.store import ResultStore
+    stop, kill_at = int(sys.argv[4]), int(sys.argv[5])
+    with ResultStore(sys.argv[2], META) as st:
+        inserts = 0
+        def trace(sql):
+            # kill -9 ourselves in the middle of batch `kill_at`, after half its result rows
+            global inserts
+            if sql.startswith("INSERT OR IGNORE INTO results"):
+                inserts += 1
+                if inserts == kill_at * ROWS + ROWS // 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        ROWS = len(batch(0, 4, 50)[1])
+        if kill_at >= 0:
+            st.connection.set_trace_callback(trace)
+        for b in range(stop):
+            st.add(*batch(b, 4, 50))
+            print(b, flush=True)
+    print("finished", flush=True)
+""")
+
+
+def run_writer(db, stop, kill_at=-1):
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(ROOT), str(db), str(Path(__file__).parent), str(stop),
+         str(kill_at)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=""))
+
+
+def whole_batches(db, per_batch=4, inputs=50):
+    """Number of batches stored; asserts that only whole batches, from 0 on, are there."""
+    with ResultStore(db) as st:
+        pairs = st.done_pairs()
+    n = len({f for f, _ in pairs}) // per_batch
+    assert pairs == {(f, i) for f in range(per_batch * n) for i in range(inputs)}
+    return n
+
+
+def resume_and_compare(tmp_path, db, stop):
+    """Resume `db` up to batch `stop`; it must equal an uninterrupted store row for row."""
+    with ResultStore(db, META) as st:
+        done = st.done_pairs()
+        for b in range(stop):
+            f, r = batch(b, 4, 50)
+            st.add(f, [x for x in r if (x["fault_index"], x["input_index"]) not in done])
+        resumed = st.results()
+    with ResultStore(tmp_path / "clean.db", META) as st:
+        for b in range(stop):
+            st.add(*batch(b, 4, 50))
+        clean = st.results()
+    assert len(clean) == stop * 200
+    assert as_text(resumed) == as_text(clean)
+
+
+@pytest.mark.slow
+def test_kill_9_inside_a_transaction_loses_exactly_that_batch(tmp_path):
+    db = tmp_path / "killed.db"
+    proc = run_writer(db, stop=100, kill_at=7)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert out.split() == [str(b) for b in range(7)]  # batches 0..6 reported committed
+    assert whole_batches(db) == 7  # half of batch 7 was written, none of it stayed
+    resume_and_compare(tmp_path, db, stop=12)
+
+
+@pytest.mark.slow
+def test_kill_9_from_outside_keeps_whole_batches_and_resume_equals_uninterrupted(tmp_path):
+    db = tmp_path / "killed.db"
+    total = 100_000  # far more batches than get written before the kill
+    proc = run_writer(db, total)
+    committed = -1
+    for line in proc.stdout:
+        committed = int(line)
+        if committed >= 10:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    assert committed >= 10, "writer died before being killed"
+    n = whole_batches(db)
+    assert committed < n < total  # every batch reported committed is there, and no more than run
+    resume_and_compare(tmp_path, db, stop=n + 3)
