@@ -18,6 +18,7 @@ from classes_tool.quant.calibration import check_bits
 from classes_tool.quant.strategies import get_strategy, strategy_names
 
 MODES = ("full_model", "layer")
+RESAMPLE = ("epoch", "step", "sample")
 PHASES = ("train", "eval", "both")
 #: Layers injected after by default (when the model has no fake-quant layers and `layers` is unset).
 DEFAULT_LAYER_CLASSES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
@@ -43,6 +44,7 @@ class FaultInjectionConfig:
     track_statistics: bool = True
     layers: list[str] | None = None  # layer names or class names; None = automatic
     calibration_samples: int = 512
+    resample: str = "epoch"  # training masks: per epoch_interval, per step, or per sample
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,6 +118,7 @@ def parse_fault_injection(block: dict | FaultInjectionConfig | None) -> FaultInj
     cfg.step_interval = _float("step_interval", cfg.step_interval, 0.0, 1.0)
     cfg.seed = _int("seed", cfg.seed, 0, 2**31 - 1)
     cfg.track_statistics = _bool("track_statistics", cfg.track_statistics)
+    cfg.resample = _choice("resample", cfg.resample, RESAMPLE)
     cfg.calibration_samples = _int("calibration_samples", cfg.calibration_samples, lo=1)
     if cfg.layers is not None:
         if isinstance(cfg.layers, str):

@@ -62,7 +62,8 @@ class FaultInjection(keras.layers.Layer):
                  stuck_value: int | None = None, seed: int = 0, layer_index: int = 0,
                  num_layers: int = 1, mode: str = "full_model", injection_layer: int = -1,
                  apply_during: str = "train", epoch_interval: int = 1, step_interval: float = 1.0,
-                 track_statistics: bool = True, target: str = "", **kwargs):
+                 track_statistics: bool = True, target: str = "", resample: str = "epoch",
+                 **kwargs):
         super().__init__(**kwargs)
         self.injection_type = injection_type
         self.strategy = get_strategy(injection_type, bit=bit, value=stuck_value)
@@ -82,6 +83,7 @@ class FaultInjection(keras.layers.Layer):
         self.step_interval = float(step_interval)
         self.track_statistics = bool(track_statistics)
         self.target = target
+        self.resample = resample
 
     def build(self, input_shape):
         def scalar(name, value, dtype):
@@ -110,9 +112,12 @@ class FaultInjection(keras.layers.Layer):
         key = tf.random.experimental.stateless_fold_in(self._base_key(), self.layer_index)
         return tf.random.experimental.stateless_fold_in(key, mask_id)
 
-    def fault_mask(self, feature_shape) -> tuple[tf.Tensor, tf.Tensor]:
-        """(hit mask, noise) for one sample's activation shape; a function of seed, layer, epoch."""
+    def fault_mask(self, feature_shape, step: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+        """(hit mask, noise) of `feature_shape`; a function of seed, layer, epoch (and `step`)."""
         key = self._mask_key()
+        if step is not None:
+            key = tf.random.experimental.stateless_fold_in(key, step)
         u = tf.random.stateless_uniform(feature_shape, seed=key, dtype=tf.float32)
         mask = u < tf.cast(self.probability_var, tf.float32)
         noise = tf.random.stateless_uniform(
@@ -155,10 +160,16 @@ class FaultInjection(keras.layers.Layer):
         training = bool(training)  # Keras passes a Python bool; None means inference
         x = tf.cast(inputs, tf.float32)
         gate = self._gate(training)
-        mask, noise = self.fault_mask(tf.shape(x)[1:])
         shape = tf.shape(x)
-        hit = tf.logical_and(tf.broadcast_to(mask[None], shape), gate)
-        faulty = tf.where(hit, self.corrupt_all(x, tf.broadcast_to(noise[None], shape)), x)
+        if training and self.resample == "sample":  # own mask per sample of the batch
+            mask, noise = self.fault_mask(shape, tf.cast(self.step_var, tf.int32))
+        else:  # position faults, broadcast over the batch
+            step = tf.cast(self.step_var, tf.int32) if training and self.resample == "step" else None
+            mask, noise = self.fault_mask(shape[1:], step)
+            mask = tf.broadcast_to(mask[None], shape)
+            noise = tf.broadcast_to(noise[None], shape)
+        hit = tf.logical_and(mask, gate)
+        faulty = tf.where(hit, self.corrupt_all(x, noise), x)
         if training:
             self.step_var.assign_add(1)
         if self.track_statistics:
@@ -191,7 +202,7 @@ class FaultInjection(keras.layers.Layer):
             seed=self.seed, layer_index=self.layer_index, num_layers=self.num_layers,
             mode=self.mode, injection_layer=self.injection_layer, apply_during=self.apply_during,
             epoch_interval=self.epoch_interval, step_interval=self.step_interval,
-            track_statistics=self.track_statistics, target=self.target)
+            track_statistics=self.track_statistics, target=self.target, resample=self.resample)
         return config
 
     # ------------------------------------------------------------------ helpers
@@ -312,7 +323,7 @@ def make_layers(model: keras.Model, config: dict | FaultInjectionConfig,
             seed=cfg.seed, layer_index=targets.index(node_name), num_layers=len(targets),
             mode=cfg.mode, injection_layer=layer_choice, apply_during=cfg.apply_during,
             epoch_interval=cfg.epoch_interval, step_interval=cfg.step_interval,
-            track_statistics=cfg.track_statistics, target=node_name,
+            track_statistics=cfg.track_statistics, target=node_name, resample=cfg.resample,
             name=f"{node_name}_fault_injection")
 
     return targets, make_layer, specs

@@ -1,0 +1,110 @@
+"""Per-layer fault statistics: how much each `FaultInjection` layer really changed.
+
+A configured probability is not what a network experiences: stuck-at faults often leave a value
+as it was, and a flipped low bit barely moves it. The layers accumulate raw sums while they inject
+(see `FaultInjection._update_statistics`); this module turns them into the numbers people read:
+
+* ``seen``: activation values that passed while injection was on for that phase,
+* ``injected``: values hit by the mask; ``injection_rate`` = injected / seen,
+* ``changed``: values whose result differs from the clean value; ``change_rate`` = changed / seen,
+* ``rmse``: root mean square of (faulty - clean) over all seen values (non-finite results excluded,
+  counted in ``nonfinite``),
+* ``cosine``: cosine similarity of the clean and faulty tensors, over everything seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from classes_tool.files import write_text_atomic
+from classes_tool.quant.layers import injection_layers
+
+COLUMNS = ("layer", "target", "seen", "injected", "changed", "injection_rate", "change_rate",
+           "rmse", "cosine", "nonfinite")
+
+
+def raw_from_tensors(clean: np.ndarray, faulty: np.ndarray, hit: np.ndarray | None = None
+                     ) -> dict[str, float]:
+    """The raw sums a layer would accumulate for one (clean, faulty) pair (NumPy reference)."""
+    clean = np.asarray(clean, np.float64)
+    faulty = np.asarray(faulty, np.float64)
+    finite = np.isfinite(faulty)
+    f = np.where(finite, faulty, clean)
+    return {
+        "seen": float(clean.size),
+        "injected": float(np.count_nonzero(hit)) if hit is not None else float("nan"),
+        "changed": float(np.count_nonzero((faulty != clean) | ~finite)),
+        "nonfinite": float(np.count_nonzero(~finite)),
+        "sum_sq_err": float(np.sum((f - clean) ** 2)),
+        "sum_clean_sq": float(np.sum(clean**2)),
+        "sum_faulty_sq": float(np.sum(f**2)),
+        "sum_dot": float(np.sum(clean * f)),
+    }
+
+
+def derive(raw: dict[str, float]) -> dict[str, float]:
+    """Rates, RMSE and cosine similarity from raw sums (zero seen -> rates 0, cosine 1)."""
+    seen = raw["seen"]
+    out = {k: raw[k] for k in ("seen", "injected", "changed", "nonfinite")}
+    out["injection_rate"] = raw["injected"] / seen if seen else 0.0
+    out["change_rate"] = raw["changed"] / seen if seen else 0.0
+    out["rmse"] = math.sqrt(raw["sum_sq_err"] / seen) if seen else 0.0
+    norm = math.sqrt(raw["sum_clean_sq"] * raw["sum_faulty_sq"])
+    if norm > 0:
+        out["cosine"] = raw["sum_dot"] / norm
+    else:  # both tensors zero: identical; one zero: orthogonal by convention
+        out["cosine"] = 1.0 if raw["sum_clean_sq"] == raw["sum_faulty_sq"] else 0.0
+    return out
+
+
+def collect_statistics(model: keras.Model) -> dict[str, dict]:
+    """Derived statistics of every `FaultInjection` layer of `model`, keyed by layer name."""
+    stats = {}
+    for layer in injection_layers(model):
+        row = derive(layer.statistics())
+        row.update(target=layer.target, injection_type=layer.injection_type, bits=layer.bits,
+                   signed=layer.signed, scale=layer.scale)
+        stats[layer.name] = row
+    return stats
+
+
+def reset_statistics(model: keras.Model) -> None:
+    """Zero the statistics of every `FaultInjection` layer (e.g. between sweep points)."""
+    for layer in injection_layers(model):
+        layer.reset_statistics()
+
+
+def _cells(name: str, row: dict) -> list[str]:
+    return [name, str(row.get("target", "")), f"{int(row['seen'])}", f"{int(row['injected'])}",
+            f"{int(row['changed'])}", f"{100 * row['injection_rate']:.3f}%",
+            f"{100 * row['change_rate']:.3f}%", f"{row['rmse']:.4g}", f"{row['cosine']:.5f}",
+            f"{int(row['nonfinite'])}"]
+
+
+def format_table(stats: dict[str, dict]) -> str:
+    """A fixed-width text table (one line per layer) for the terminal."""
+    rows = [list(COLUMNS)] + [_cells(n, r) for n, r in stats.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(stats: dict[str, dict]) -> str:
+    """The same table in Markdown, for campaign reports."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(n, r)) + " |" for n, r in stats.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_statistics(stats: dict[str, dict], path: str | Path) -> Path:
+    """Save the statistics as JSON (atomically) and return the path."""
+    path = Path(path)
+    write_text_atomic(path, json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return path

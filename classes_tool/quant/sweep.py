@@ -1,0 +1,199 @@
+"""Accuracy versus fault probability, over several seeds: CSV tables and a PNG plot.
+
+One patched model is built and calibrated once; each (probability, seed) point only changes the
+layers' probability and seed weights (`set_injection`), so a sweep costs one inference pass per
+point. Each seed gives a different set of faulty positions, which is why a point's spread over seeds
+matters as much as its mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from classes_tool.errors import UserError
+from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.quant.config import (
+    FaultInjectionConfig,
+    load_yaml,
+    parse_fault_injection,
+    parse_train_run,
+)
+from classes_tool.quant.layers import InsertAfter, apply_fault_injection, set_injection
+from classes_tool.quant.statistics import collect_statistics, reset_statistics, write_statistics
+
+
+def parse_probabilities(text: str) -> list[float]:
+    """``"0,1,2,5,10"`` -> [0.0, 1.0, 2.0, 5.0, 10.0] (percent, each 0..100)."""
+    try:
+        values = [float(p) for p in str(text).split(",") if p.strip()]
+    except ValueError as exc:
+        raise UserError(f"--sweep-prob must be comma-separated percentages, got {text!r}") from exc
+    if not values or any(not 0.0 <= v <= 100.0 for v in values):
+        raise UserError(f"--sweep-prob values must be percentages from 0 to 100, got {text!r}")
+    return values
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of `model` on (x, y); y holds class indices or one-hot rows."""
+    scores = model.predict(x, batch_size=batch_size, verbose=0)
+    labels = y.argmax(-1) if y.ndim > 1 else y
+    return float(np.mean(np.argmax(scores, -1) == labels))
+
+
+def accuracy_under_faults(patched: keras.Model, x: np.ndarray, y: np.ndarray,
+                          probability: float, seeds: list[int],
+                          batch_size: int = 256) -> list[float]:
+    """Accuracy of a patched model with injection on at inference, one value per seed."""
+    out = []
+    for seed in seeds:
+        set_injection(patched, probability=probability, seed=seed, apply_during="eval")
+        out.append(accuracy(patched, x, y, batch_size))
+    return out
+
+
+def sweep_probability(model: keras.Model, x: np.ndarray, y: np.ndarray,
+                      config: dict | FaultInjectionConfig, probabilities: list[float],
+                      seeds: list[int], calibration_data: np.ndarray | None = None,
+                      batch_size: int = 256, insert_after: InsertAfter | None = None
+                      ) -> tuple[list[dict], dict[str, dict]]:
+    """Rows (probability, seed, accuracy, mean change rate) and the statistics per point.
+
+    `model` is a plain model; it is patched with `config` (injection at inference).
+    """
+    cfg = parse_fault_injection(config).replace(apply_during="eval", enabled=True)
+    patched = apply_fault_injection(model, cfg, calibration_data, insert_after=insert_after)
+    rows, stats = [], {}
+    for p in probabilities:
+        for seed in seeds:
+            reset_statistics(patched)
+            set_injection(patched, probability=p, seed=seed, apply_during="eval")
+            acc = accuracy(patched, x, y, batch_size)
+            point = collect_statistics(patched)
+            seen = sum(r["seen"] for r in point.values())
+            changed = sum(r["changed"] for r in point.values())
+            rows.append({"probability": p, "seed": seed, "accuracy": acc,
+                         "change_rate": changed / seen if seen else 0.0})
+            stats[f"p={p:g},seed={seed}"] = point
+    return rows, stats
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per probability: mean, standard deviation (ddof=0), min and max accuracy over seeds."""
+    out = []
+    for p in sorted({r["probability"] for r in rows}):
+        accs = np.array([r["accuracy"] for r in rows if r["probability"] == p])
+        out.append({"probability": p, "seeds": len(accs), "mean_accuracy": float(accs.mean()),
+                    "std_accuracy": float(accs.std()), "min_accuracy": float(accs.min()),
+                    "max_accuracy": float(accs.max())})
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot_sweep(summary: list[dict], rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Mean accuracy ± one standard deviation over seeds, with each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["probability"] for r in rows], [r["accuracy"] for r in rows], s=10,
+               alpha=0.4, color="gray", label="one seed")
+    ax.errorbar([s["probability"] for s in summary], [s["mean_accuracy"] for s in summary],
+                yerr=[s["std_accuracy"] for s in summary], marker="o", capsize=4,
+                label="mean ± std")
+    ax.set_xlabel("fault probability (% of activations)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_sweep(rows: list[dict], stats: dict, out_dir: str | Path, title: str = "") -> dict[str, Path]:
+    """sweep.csv (one row per point and seed), sweep_summary.csv, sweep.png, sweep_statistics.json."""
+    out = Path(out_dir)
+    summary = summarize(rows)
+    paths = {"csv": out / "sweep.csv", "summary_csv": out / "sweep_summary.csv",
+             "png": out / "sweep.png", "statistics": out / "sweep_statistics.json"}
+    write_text_atomic(paths["csv"], _csv(rows))
+    write_text_atomic(paths["summary_csv"], _csv(summary))
+    plot_sweep(summary, rows, paths["png"], title)
+    write_statistics(stats, paths["statistics"])
+    return paths
+
+
+def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays `x` and `y` of a data file."""
+    try:
+        with np.load(path) as data:
+            return data["x"].astype(np.float32), data["y"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: expected an .npz file with arrays x and y ({exc})") from exc
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a .h5/.keras model for inference or training; failures are user mistakes."""
+    import classes_tool.quant.layers  # noqa: F401  (registers FaultInjection for load_model)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilities: list[float],
+                      seeds: int = 3, quiet: bool = False, model_path: str | Path | None = None,
+                      base_dir: str | Path | None = None,
+                      insert_after: InsertAfter | None = None) -> dict[str, Path]:
+    """`classes-tool sweep CONFIG.yaml --sweep-prob 0,1,2,5,10 --seeds N`.
+
+    Uses the config's `model` (or `model_path`), its `data.test` (else `data.train`) for accuracy,
+    its `data.train` (else the test data) for calibration, and its `fault_injection` block. Seeds are
+    ``fault_injection.seed + 0 .. seeds - 1``.
+    """
+    if isinstance(config, str | Path):
+        base_dir = base_dir or Path(config).parent
+        config = load_yaml(config)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds must be a positive integer, got {seeds!r}")
+    if not probabilities:
+        raise UserError("--sweep-prob needs at least one probability")
+    run = parse_train_run(config, base_dir)
+    model = load_model(model_path or run.model)
+    data_path = run.test_data or run.train_data
+    if data_path is None:
+        raise UserError("sweep needs data: set data.test (or data.train) in the config")
+    x, y = load_npz(data_path)
+    calib = load_npz(run.train_data)[0] if run.train_data else x
+    seed_list = [run.fault_injection.seed + i for i in range(seeds)]
+    rows, stats = sweep_probability(model, x, y, run.fault_injection, probabilities, seed_list,
+                                    calib, insert_after=insert_after)
+    title = f"{Path(model_path or run.model).name}: {run.fault_injection.injection_type}"
+    paths = write_sweep(rows, stats, out_dir, title)
+    if not quiet:
+        for s in summarize(rows):
+            print(f"p={s['probability']:g}%  accuracy {s['mean_accuracy']:.4f} "
+                  f"± {s['std_accuracy']:.4f}  (min {s['min_accuracy']:.4f}, "
+                  f"max {s['max_accuracy']:.4f}, {s['seeds']} seeds)")
+        print(f"wrote {paths['csv']} and {paths['png']}")
+    return paths

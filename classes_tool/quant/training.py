@@ -1,0 +1,145 @@
+"""Fault-aware training: (fine-)tune a model while `FaultInjection` layers corrupt activations.
+
+The network learns weights whose predictions survive the faults it will meet on the hardware.
+Injection is active in training steps only (the config's `apply_during`, normally ``train``), the
+gradient passes straight through the injection, and the fault mask changes every
+`epoch_interval` epochs via `FaultAwareTrainingCallback`. The result is saved as a *plain* model
+(the original architecture with the tuned weights), ready for the usual campaign.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from classes_tool.errors import UserError
+from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.quant.config import (
+    FaultInjectionConfig,
+    load_yaml,
+    parse_fault_injection,
+    parse_train_run,
+)
+from classes_tool.quant.layers import InsertAfter, apply_fault_injection, set_injection
+from classes_tool.quant.statistics import collect_statistics, format_table, write_statistics
+from classes_tool.quant.sweep import accuracy, accuracy_under_faults, load_model, load_npz
+
+
+class FaultAwareTrainingCallback(keras.callbacks.Callback):
+    """Tell the model's `FaultInjection` layers which epoch it is (for `epoch_interval`).
+
+    Add it to your own ``model.fit(..., callbacks=[FaultAwareTrainingCallback()])`` when training a
+    model returned by `apply_fault_injection`.
+    """
+
+    def __init__(self, epoch_offset: int = 0):
+        super().__init__()
+        self.epoch_offset = int(epoch_offset)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_injection(self.model, epoch=epoch + self.epoch_offset)
+
+
+def copy_weights(source: keras.Model, destination: keras.Model) -> None:
+    """Copy weights layer by layer, matched by name (layers only in `source` are skipped)."""
+    names = {layer.name for layer in source.layers}
+    for layer in destination.layers:
+        if layer.weights and layer.name in names:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
+def _outputs_are_probabilities(model: keras.Model, x: np.ndarray) -> bool:
+    p = np.asarray(model.predict(x[:32], verbose=0))
+    return bool(np.all(p >= 0) and np.allclose(p.sum(-1), 1.0, atol=1e-3))
+
+
+def fault_aware_fit(model: keras.Model, x: np.ndarray, y: np.ndarray,
+                    config: dict | FaultInjectionConfig, calibration_data: np.ndarray | None = None,
+                    epochs: int = 5, batch_size: int = 32, learning_rate: float = 1e-3,
+                    validation_fraction: float = 0.0, shuffle_seed: int = 0, verbose: int = 0,
+                    insert_after: InsertAfter | None = None
+                    ) -> tuple[keras.Model, keras.Model, dict]:
+    """Fine-tune `model` with injection; return (patched model, plain tuned model, history).
+
+    `model` is left untouched. Labels are class indices (sparse) or one-hot rows.
+    """
+    cfg = parse_fault_injection(config)
+    if cfg.apply_during == "eval":
+        raise UserError("fault-aware training needs fault_injection.apply_during: train or both")
+    cfg = cfg.replace(enabled=True)
+    calib = x if calibration_data is None else calibration_data
+    patched = apply_fault_injection(model, cfg, calib, insert_after=insert_after)
+    from_logits = not _outputs_are_probabilities(model, x)
+    loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits) if y.ndim == 1
+            else keras.losses.CategoricalCrossentropy(from_logits=from_logits))
+    patched.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                    metrics=["accuracy"])
+    keras.utils.set_random_seed(shuffle_seed)
+    history = patched.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
+                          validation_split=validation_fraction, verbose=verbose,
+                          callbacks=[FaultAwareTrainingCallback()])
+    plain = keras.models.clone_model(model)
+    copy_weights(patched, plain)
+    return patched, plain, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: bool = False,
+                      base_dir: str | Path | None = None,
+                      insert_after: InsertAfter | None = None) -> dict[str, Path]:
+    """`classes-tool train CONFIG.yaml`: fault-aware fine-tuning as the config describes.
+
+    Writes into `out_dir`: the tuned plain model (`training.output`), ``history.json``,
+    ``fault_statistics.json`` (injection statistics of the training run) and, when `data.test`
+    is given, ``evaluation.json`` (clean accuracy and accuracy under faults at the configured
+    probability, before and after tuning, over 5 seeds). Returns the written paths by role.
+    """
+    if isinstance(config, str | Path):
+        base_dir = base_dir or Path(config).parent
+        config = load_yaml(config)
+    run = parse_train_run(config, base_dir)
+    if run.train_data is None:
+        raise UserError("train needs data.train (an .npz file with arrays x and y)")
+    model = load_model(run.model)
+    x, y = load_npz(run.train_data)
+    tc, fi = run.training, run.fault_injection
+    patched, plain, history = fault_aware_fit(
+        model, x, y, fi, calibration_data=x, epochs=tc.epochs, batch_size=tc.batch_size,
+        learning_rate=tc.learning_rate, validation_fraction=tc.validation_fraction,
+        shuffle_seed=tc.shuffle_seed, verbose=0 if quiet else 2, insert_after=insert_after)
+    out = Path(out_dir)
+    paths = {"model": out / tc.output, "history": out / "history.json",
+             "statistics": out / "fault_statistics.json"}
+    with atomic_path(paths["model"]) as tmp:
+        plain.save(tmp)
+    write_text_atomic(paths["history"], json.dumps(history, indent=2) + "\n")
+    stats = collect_statistics(patched)
+    write_statistics(stats, paths["statistics"])
+    if not quiet:
+        print(format_table(stats))
+    if run.test_data is not None:
+        xt, yt = load_npz(run.test_data)
+        seeds = [fi.seed + 1000 + i for i in range(5)]  # not the training masks
+        evaluation = {"probability": fi.probability, "injection_type": fi.injection_type,
+                      "seeds": seeds}
+        for role, m in (("original", model), ("fault_aware", plain)):
+            probe = apply_fault_injection(m, fi.replace(apply_during="eval", enabled=True), x,
+                                          insert_after=insert_after)
+            accs = accuracy_under_faults(probe, xt, yt, fi.probability, seeds)
+            evaluation[role] = {"clean_accuracy": accuracy(m, xt, yt),
+                                "faulty_accuracy_mean": float(np.mean(accs)),
+                                "faulty_accuracy_std": float(np.std(accs)),
+                                "faulty_accuracy": accs}
+        paths["evaluation"] = out / "evaluation.json"
+        write_text_atomic(paths["evaluation"], json.dumps(evaluation, indent=2) + "\n")
+        if not quiet:
+            for role in ("original", "fault_aware"):
+                e = evaluation[role]
+                print(f"{role}: clean {e['clean_accuracy']:.4f}, under {fi.probability:g}% "
+                      f"{fi.injection_type} faults {e['faulty_accuracy_mean']:.4f} "
+                      f"± {e['faulty_accuracy_std']:.4f}")
+    if not quiet:
+        print(f"wrote {paths['model']}")
+    return paths
