@@ -245,16 +245,16 @@ def _bucket_labels(outcomes: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return labels
 
 
-def plot_heatmap(db_path: str | Path, x_param: str, y_param: str, path: str | Path,
-                 outcome: str = "critical_sdc") -> Path:
-    """Draw the rate of `outcome` over two fault params (e.g. PE ``x`` and ``y``) as a PNG.
+def heatmap_data(db_path: str | Path, x_param: str, y_param: str,
+                 outcome: str = "critical_sdc") -> tuple[list, list, np.ndarray, np.ndarray]:
+    """Rate (percent) of `outcome` per (y, x) param cell: (xs, ys, rates, evaluations).
 
     Each cell is (evaluations with `outcome`) / (evaluations) among faults with those two param
-    values; cells without faults stay blank. Faults lacking either param are left out.
+    values; cells without faults are NaN. Faults lacking either param are left out. `outcome`
+    may also be ``'sdc5'``.
     """
     if outcome not in (*OUTCOMES, "sdc5"):
         raise UserError(f"unknown outcome {outcome!r}; choose one of {', '.join(OUTCOMES)}, sdc5")
-    path = Path(path)
     hit = "r.sdc5" if outcome == "sdc5" else "(r.outcome = ?)"
     with ResultStore(db_path, must_exist=True) as store:
         args: list[Any] = [_json_path(x_param), _json_path(y_param)]
@@ -269,10 +269,21 @@ def plot_heatmap(db_path: str | Path, x_param: str, y_param: str, path: str | Pa
     xs = sorted({d[0] for d in data}, key=_sort_key)
     ys = sorted({d[1] for d in data}, key=_sort_key)
     grid = np.full((len(ys), len(xs)), np.nan)
-    counts = np.zeros_like(grid)
+    counts = np.zeros((len(ys), len(xs)), dtype=np.int64)
     for x, y, n, k in data:
         grid[ys.index(y), xs.index(x)] = 100.0 * (k or 0) / n
         counts[ys.index(y), xs.index(x)] = n
+    return xs, ys, grid, counts
+
+
+def plot_heatmap(db_path: str | Path, x_param: str, y_param: str, path: str | Path,
+                 outcome: str = "critical_sdc") -> Path:
+    """Draw the rate of `outcome` over two fault params (e.g. PE ``x`` and ``y``) as a PNG.
+
+    See `heatmap_data` for what a cell holds; empty cells stay blank.
+    """
+    path = Path(path)
+    xs, ys, grid, _ = heatmap_data(db_path, x_param, y_param, outcome)
     fig = _new_figure(1.5 + 0.45 * max(len(xs), 6), 1.2 + 0.4 * max(len(ys), 5))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="Reds", vmin=0,

@@ -1,0 +1,139 @@
+"""The report's tables hold the right counts, rates, intervals and margins for a hand-made store."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from classes_tool.campaign.report import heatmap_data, plot_heatmap, write_report
+from classes_tool.campaign.stats import wilson_interval
+from classes_tool.campaign.store import ResultStore
+from classes_tool.errors import UserError
+
+T99 = 2.5758293035489004
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# fault: (target, pattern, params, [(outcome, sdc5, rel_error) per input 0..3])
+M, T, C, D = "masked", "tolerable_sdc", "critical_sdc", "due"
+NAN = math.nan
+CAMPAIGN = {
+    0: ("conv", "line", {"x": 0, "y": 0}, [(M, 0, 0.0), (M, 0, 0.0), (T, 0, 3.0), (C, 1, 50.0)]),
+    1: ("conv", "line", {"x": 1, "y": 0}, [(C, 0, 7.0), (C, 0, 12.0), (D, 1, NAN), (M, 0, 0.0)]),
+    2: ("conv", "block", {"x": 0, "y": 1}, [(M, 0, 0.0)] * 4),
+    3: ("dense", "block", {"bit": 5}, [(T, 0, 12.0), (T, 0, 25.0), (D, 1, NAN), (M, 0, 1e-7)]),
+}
+META = {"seed": 3, "population": {"conv": 30, "dense": 10}, "confidence": 0.99}
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "results.db"
+    with ResultStore(path, META) as st:
+        for fi, (target, pattern, params, rows) in CAMPAIGN.items():
+            st.add([{"fault_index": fi, "target": target, "pattern": pattern, "params": params}],
+                   [{"fault_index": fi, "input_index": ii, "outcome": o, "sdc5": s,
+                     "rel_error": e, "golden_top1": 0, "faulty_top1": 0, "label": 0}
+                    for ii, (o, s, e) in enumerate(rows)])
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return {row[next(iter(row))]: row for row in csv.DictReader(fh)}
+
+
+def check_row(row, faults, counts, sdc5):
+    n = sum(counts.values())
+    assert int(row["faults"]) == faults and int(row["evaluations"]) == n
+    for outcome, k in [*counts.items(), ("sdc5", sdc5)]:
+        lo, hi = wilson_interval(k, n, 0.95)
+        assert int(row[outcome]) == k
+        assert float(row[f"{outcome}_rate"]) == pytest.approx(k / n)
+        assert float(row[f"{outcome}_ci_low"]) == pytest.approx(lo)
+        assert float(row[f"{outcome}_ci_high"]) == pytest.approx(hi)
+
+
+def test_tables_hold_the_right_numbers(db, tmp_path):
+    files = write_report(db, tmp_path / "rep", group_params=("x",))
+    by_target = read_csv(files["by_target.csv"])
+    assert list(by_target) == ["conv", "dense"]  # campaign order
+    check_row(by_target["conv"], 3, {M: 7, T: 1, C: 3, D: 1}, sdc5=2)
+    check_row(by_target["dense"], 1, {M: 1, T: 2, C: 0, D: 1}, sdc5=1)
+    # margin achieved: e = t sqrt(p(1-p)(N-n)/(n(N-1))) with n faults of N
+    assert float(by_target["conv"]["margin_achieved"]) == pytest.approx(
+        T99 * math.sqrt(0.25 * 27 / (3 * 29)))
+    assert float(by_target["dense"]["margin_achieved"]) == pytest.approx(
+        T99 * math.sqrt(0.25 * 9 / (1 * 9)))
+    assert by_target["conv"]["population"] == "30"
+
+    by_pattern = read_csv(files["by_pattern.csv"])
+    check_row(by_pattern["line"], 2, {M: 3, T: 1, C: 3, D: 1}, sdc5=2)
+    check_row(by_pattern["block"], 2, {M: 5, T: 2, C: 0, D: 1}, sdc5=1)
+
+    by_x = read_csv(files["by_param_x.csv"])
+    assert list(by_x) == ["0", "1", "(absent)"]
+    check_row(by_x["0"], 2, {M: 6, T: 1, C: 1, D: 0}, sdc5=1)
+    check_row(by_x["1"], 1, {M: 1, T: 0, C: 2, D: 1}, sdc5=1)
+
+    md = files["by_target.md"].read_text()
+    lo, hi = wilson_interval(3, 12)
+    assert "| conv | 3 | 12 | 58.33% [" in md
+    assert f"25.00% [{100 * lo:.2f}, {100 * hi:.2f}]" in md  # critical SDC of conv
+
+
+def test_summary_reads_first(db, tmp_path):
+    files = write_report(db, tmp_path / "rep")
+    text = files["summary.md"].read_text()
+    assert "- faults injected: 4" in text
+    assert "- inputs: 4" in text
+    assert "- evaluations (fault x input): 16" in text
+    lo, hi = wilson_interval(3, 16)
+    assert f"| critical SDC | 3 | 18.75% | [{100 * lo:.2f}%, {100 * hi:.2f}%] |" in text
+    assert "| SDC-5 | 3 | 18.75% |" in text
+    margin = 100 * T99 * math.sqrt(0.25 * 27 / (3 * 29))
+    assert f"±{margin:.2f}% (n=3 of N=30)" in text
+    # buckets: 0-5: 0,0,3,0,0,0,0,0,1e-7 -> 9; 5-10: 7 -> 1; 10-20: 12,12 -> 2; >20: 50,25 -> 2
+    for bucket, count in [("0-5%", 9), ("5-10%", 1), ("10-20%", 2), (">20%", 2), ("due", 2)]:
+        assert f"| {bucket} | {count} | {100 * count / 16:.2f}% |" in text
+    for name in files:
+        if name != "summary.md":
+            assert f"]({name})" in text
+
+
+def test_pngs_are_written(db, tmp_path):
+    files = write_report(db, tmp_path / "rep")
+    for name in ("outcomes_by_target.png", "rel_error.png"):
+        assert files[name].read_bytes()[:8] == PNG
+    heat = plot_heatmap(db, "x", "y", tmp_path / "heat.png")
+    assert heat.read_bytes()[:8] == PNG
+    assert not [p for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]  # no temps
+
+
+def test_heatmap_rates(db):
+    xs, ys, rates, counts = heatmap_data(db, "x", "y", "critical_sdc")
+    assert xs == [0, 1] and ys == [0, 1]
+    # (x=0,y=0): fault 0, 1 critical of 4; (x=1,y=0): fault 1, 2 of 4; (x=0,y=1): fault 2, 0 of 4
+    np.testing.assert_allclose(rates, [[25.0, 50.0], [0.0, np.nan]])
+    assert counts.tolist() == [[4, 4], [4, 0]]
+    _, _, sdc5, _ = heatmap_data(db, "x", "y", "sdc5")
+    np.testing.assert_allclose(sdc5, [[25.0, 25.0], [0.0, np.nan]])
+
+
+def test_user_errors(db, tmp_path):
+    with pytest.raises(UserError, match="no fault has the param 'nope'; params present: bit, x, y"):
+        write_report(db, tmp_path / "rep", group_params=("nope",))
+    with pytest.raises(UserError, match="not found"):
+        write_report(tmp_path / "missing.db", tmp_path / "rep")
+    with pytest.raises(UserError, match="both params"):
+        plot_heatmap(db, "x", "bit", tmp_path / "h.png")
+    with pytest.raises(UserError, match="unknown outcome"):
+        plot_heatmap(db, "x", "y", tmp_path / "h.png", outcome="sdc")
+
+
+def test_empty_store_still_reports(tmp_path):
+    ResultStore(tmp_path / "empty.db", {"seed": 1}).close()
+    files = write_report(tmp_path / "empty.db", tmp_path / "rep")
+    assert "No results stored yet." in files["summary.md"].read_text()
+    assert files["outcomes_by_target.png"].read_bytes()[:8] == PNG
+    assert files["rel_error.png"].read_bytes()[:8] == PNG
