@@ -19,8 +19,9 @@ _PKG = "classes_tool"
 class Constant(keras.layers.Layer):
     """Emit a constant tensor (value stored as a weight) so it can feed merge layers.
 
-    It is called on another tensor of the graph only to be connected; that tensor is ignored.
-    The value keeps a leading batch axis of size 1 that broadcasts against real batches.
+    It is called on another tensor of the graph to be connected and to learn the batch size:
+    the stored value has a leading axis of size 1 that is repeated to that batch size, because
+    Keras merge layers refuse operands whose batch sizes differ.
     """
 
     def __init__(self, shape, value_dtype="float32", **kwargs):
@@ -31,13 +32,12 @@ class Constant(keras.layers.Layer):
                                      initializer="zeros", trainable=False)
 
     def call(self, inputs):
-        return ops.convert_to_tensor(self.value)
+        batch = ops.shape(inputs)[0]
+        return ops.broadcast_to(ops.convert_to_tensor(self.value),
+                                (batch, *self.value_shape[1:]))
 
     def compute_output_shape(self, input_shape):
-        return self.value_shape
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(self.value_shape, dtype=self.value_dtype)
+        return (input_shape[0], *self.value_shape[1:])
 
     def get_config(self):
         config = super().get_config()

@@ -59,13 +59,11 @@ def reshape(cv, node, attrs):
 def flatten(cv, node, attrs):
     x = cv.kt(0)
     axis = int(attrs.get("axis", 1)) % max(x.rank, 1)
-    if axis == 0:
-        raise UserError(f"node {cv.node_label}: Flatten(axis=0) merges the batch; not supported")
-    if axis == 1:
-        cv.out(keras.layers.Flatten(name=cv.name())(cv.onnx_layout(x, for_reshape=True)))
-        return
-    shape = x.onnx_shape
-    cv.out(_reshape_to(cv, x, [1, math.prod(shape[1:axis]), math.prod(shape[axis:])]))
+    # the output is 2-D (prod(shape[:axis]), prod(shape[axis:])): only axis 1 keeps the batch
+    if axis == 0 or math.prod(int(d) for d in x.onnx_shape[1:axis]) != 1:
+        raise UserError(f"node {cv.node_label}: Flatten(axis={axis}) merges axes into the "
+                        "batch; not supported")
+    cv.out(keras.layers.Flatten(name=cv.name())(cv.onnx_layout(x, for_reshape=True)))
 
 
 def _axes_input(cv, node, attrs):
@@ -312,6 +310,19 @@ def resize(cv, node, attrs):
         sizes = cv.const(3, required=False)
         if scales is not None and np.asarray(scales).size == 0:
             scales = None
+    axes = attrs.get("axes")
+    if axes is not None:  # opset 18: scales/sizes only for these axes
+        axes = [int(a) % 4 for a in axes]
+        full_sizes = [1, int(x.onnx_shape[1]), *spatial]
+        if sizes is not None:
+            for a, v in zip(axes, np.asarray(sizes).reshape(-1), strict=True):
+                full_sizes[a] = int(v)
+            sizes = full_sizes
+        else:
+            full_scales = [1.0] * 4
+            for a, v in zip(axes, np.asarray(scales).reshape(-1), strict=True):
+                full_scales[a] = float(v)
+            scales = full_scales
     if sizes is not None:
         sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
         if len(sizes) != 4 or sizes[1] != int(x.onnx_shape[1]):
