@@ -1,0 +1,182 @@
+"""`classes-tool`: a thin shell over the Python API.
+
+Each command parses its arguments, calls one function, and maps a `UserError` to a one-line
+message on stderr with exit code 2 (bugs keep their traceback). Heavy imports happen inside the
+commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+from classes_tool.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _shape_list(text: str) -> list[tuple[int, ...]]:
+    """'3,48,192' or '3,48,192;4' -> one shape per input."""
+    try:
+        return [tuple(int(d) for d in part.split(",")) for part in text.split(";") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': use e.g. 3,224,224") from None
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad range '{text}': use LOW,HIGH") from None
+    return low, high
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    import json
+
+    from classes_tool import patcher
+
+    description = patcher.describe(patcher.load(args.model, args.input_shape))
+    if args.output:
+        patcher.write_json(description, args.output)
+        print(f"wrote {args.output} ({len(description['nodes'])} nodes)")
+    else:
+        print(json.dumps(description, indent=2))
+
+
+def cmd_sites(args: argparse.Namespace) -> None:
+    from classes_tool import patcher
+    from classes_tool.simulator.sites import save_sites
+
+    loaded = patcher.load(args.model, args.input_shape)
+    targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
+    site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
+                                   args.calibration, args.range)
+    save_sites(args.output, site_sets)
+    for s in site_sets:
+        print(f"{s.target}: {len(s)} sites from '{s.error_model}', range "
+              f"[{s.value_range[0]:.4g}, {s.value_range[1]:.4g}], shape {s.shape}")
+    print(f"wrote {args.output}")
+
+
+def cmd_patch(args: argparse.Namespace) -> None:
+    from classes_tool import patcher
+
+    result = patcher.patch(args.model, args.output, args.after, args.after_type,
+                           args.error_model, args.sites, args.seed, args.sites_file,
+                           args.calibration, args.range, active=not args.inactive,
+                           input_shapes=args.input_shape)
+    for target in result["targets"]:
+        print(f"{target}: ErrorSimulator with {result['sites'][target]} sites "
+              f"('{result['error_models'][target]}')")
+    print(f"wrote {result['output']}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from classes_tool.demo import run_demo
+
+    run_demo(quiet=args.quiet)
+
+
+def _add_model_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--after", action="append", default=[], metavar="NODE",
+                   help="inject after this node (repeatable)")
+    p.add_argument("--after-type", action="append", default=[], metavar="CLASS",
+                   help="inject after every layer of this Keras class, e.g. Conv2D (repeatable)")
+
+
+def _add_site_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--error-model", default="auto",
+                   help="error model name or CLASSES JSON path (default: by layer type)")
+    p.add_argument("--sites", type=int, default=1000, help="sites per target (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration", metavar="DATA.npz",
+                   help="inputs whose golden activations give each target's normal range")
+    p.add_argument("--range", type=_range, metavar="LOW,HIGH",
+                   help="normal value range for all targets (instead of calibration)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="classes-tool", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("describe", help="describe a model's graph as JSON")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="JSON file (default: print)")
+    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("sites", help="generate injection sites into a .npz")
+    p.add_argument("model")
+    _add_model_selection(p)
+    _add_site_options(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.set_defaults(func=cmd_sites)
+
+    p = sub.add_parser("patch", help="write a copy of a model with ErrorSimulator layers")
+    p.add_argument("model")
+    _add_model_selection(p)
+    _add_site_options(p)
+    p.add_argument("--sites-file", help="use sites from `classes-tool sites` instead")
+    p.add_argument("--inactive", action="store_true",
+                   help="save with injection off (turn on with classes_tool.set_injection)")
+    p.add_argument("-o", "--output", required=True, help="patched model (.h5 or .keras)")
+    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.set_defaults(func=cmd_patch)
+
+    p = sub.add_parser("demo", help="patch and evaluate the shipped example")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Commands of other targets register themselves here (campaign, convert, ...).
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_tensorflow()
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"classes-tool: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("classes-tool: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "verbose_time", False):
+        print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _load_extra_commands() -> None:
+    if EXTRA_COMMANDS:
+        return
+    from classes_tool import commands
+
+    EXTRA_COMMANDS.extend(commands.REGISTRARS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Read a model file into a ModelGraph without the code that built the model.
+
+`.h5` (Keras 2 legacy or Keras 3): the config is the `model_config` attribute and the weights
+are read with h5py from `model_weights/<layer>/` in the order of its `weight_names` attribute
+(trainable then non-trainable, the legacy order).
+`.keras`: the config is `config.json` in the zip; the weights are stored by object path, not by
+layer name, so we let Keras load the original once and copy each layer's arrays by name.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from classes_tool.errors import UserError
+from classes_tool.graph.dialects import parse_model_config
+from classes_tool.graph.model_graph import ModelGraph
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def file_kind(path: Path) -> str:
+    """'h5', 'keras' or 'onnx', judged by content (and suffix for ONNX)."""
+    if not path.exists():
+        raise UserError(f"model file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a model file (SavedModel folders are not "
+                        "supported: save the model as .h5 or .keras)")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == HDF5_SIGNATURE:
+        return "h5"
+    if head[:2] == b"PK":
+        return "keras"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    raise UserError(f"{path} is neither an HDF5 (.h5) nor a Keras (.keras) model file")
+
+
+def read_model(path: str | Path) -> ModelGraph:
+    """Read `path` (.h5 or .keras) into a ModelGraph carrying the weights."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "h5":
+        return _read_h5(path)
+    if kind == "keras":
+        return _read_keras(path)
+    raise UserError(f"{path} is an ONNX file: convert it first (classes-tool convert)")
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_h5(path: Path) -> ModelGraph:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"cannot open {path} as HDF5: {exc}") from None
+    with handle as f:
+        if "model_config" not in f.attrs:
+            raise UserError(f"{path} holds no model config (a weights-only file?); save the whole "
+                            "model with model.save()")
+        try:
+            config = json.loads(_decode(f.attrs["model_config"]))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: the model config is not valid JSON: {exc}") from None
+        graph = parse_model_config(config)
+        group = f["model_weights"] if "model_weights" in f else f
+        graph.weights = {name: _layer_arrays(group, name) for name in graph.names()
+                         if name in group}
+        graph.dialect = "keras2" if _decode(f.attrs.get("keras_version", "3")).startswith("2") \
+            else graph.dialect
+    graph.source_format = "h5"
+    return graph
+
+
+def _layer_arrays(group: h5py.Group, name: str) -> list[np.ndarray]:
+    layer = group[name]
+    names = [_decode(n) for n in layer.attrs.get("weight_names", [])]
+    return [np.asarray(layer[n]) for n in names]
+
+
+def _read_keras(path: Path) -> ModelGraph:
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a valid .keras file: {exc}") from None
+    graph = parse_model_config(config)
+    import keras  # deferred: only .keras files need Keras to read weights
+
+    import classes_tool  # noqa: F401  (registers our layers)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a problem with the file
+        raise UserError(f"cannot load the weights of {path}: {exc}") from None
+    graph.weights = weights_by_layer(model)
+    graph.source_format = "keras"
+    return graph
+
+
+def weights_by_layer(model: Any) -> dict[str, list[np.ndarray]]:
+    """A live model's arrays by layer name, trainable then non-trainable (the legacy order)."""
+    return {layer.name: [np.asarray(v) for v in layer.trainable_weights +
+                         layer.non_trainable_weights]
+            for layer in model.layers}
+
+
+def graph_from_model(model: Any) -> ModelGraph:
+    """The ModelGraph of a live Keras model (its config plus its current weights)."""
+    import keras
+
+    config = {"class_name": "Sequential" if isinstance(model, keras.Sequential) else "Functional",
+              "config": model.get_config()}
+    graph = parse_model_config(config)
+    graph.weights = weights_by_layer(model)
+    return graph
