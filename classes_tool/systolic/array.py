@@ -109,6 +109,14 @@ def exact_int_matmul(A: np.ndarray, B: np.ndarray, out_dtype: np.dtype) -> np.nd
     return total.astype(out_dtype)
 
 
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Sorted unique values (sort-based: much faster than hashing for large int arrays)."""
+    values = np.sort(values, kind="stable")
+    if len(values) < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
 class SystolicArray:
     """An ``n1 x n2 x n3`` tile of (i, j, k) iterations mapped onto PEs by a dataflow.
 
@@ -289,88 +297,113 @@ class SystolicArray:
         M, K = A.shape
         N = B.shape[1]
         nI, nJ, nK = -(-M // n1), -(-N // n2), -(-K // n3)
-        effects = [(f, self._effect(f)) for f in self._faults]
+        effects = {f: self._effect(f) for f in self._faults}
         # local output positions (li, lj) any fault can reach
-        pos = np.unique(np.concatenate([it[:, 0] * n2 + it[:, 1] for _, (it, _) in effects]))
+        pos = _unique(np.concatenate([it[:, 0] * n2 + it[:, 1] for it, _ in effects.values()]))
         L = len(pos)
         lookup = np.full(n1 * n2, -1, dtype=np.int64)
         lookup[pos] = np.arange(L)
         li, lj = pos // n2, pos % n2
-        # affected elements: every (row tile, column tile) x local position, cropped to C
+        # candidate elements: every (row tile, column tile) x local position, cropped to C
         ti, tj, lp = np.meshgrid(np.arange(nI), np.arange(nJ), np.arange(L), indexing="ij")
         ti, tj, lp = ti.ravel(), tj.ravel(), lp.ravel()
         gi, gj = ti * n1 + li[lp], tj * n2 + lj[lp]
         keep = (gi < M) & (gj < N)
         ti, tj, lp, gi, gj = ti[keep], tj[keep], lp[keep], gi[keep], gj[keep]
-        E = len(gi)
-        if E == 0:
+        if len(gi) == 0:
             return golden
         tile0 = (ti * nJ + tj) * nK  # tile number of inner tile 0 of each element
 
-        def mask_of(effect: tuple[np.ndarray, np.ndarray], window) -> np.ndarray:
-            its, times = effect
+        def entries(fault: Fault) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            """(element, in-tile inner index, inner tile or None for all) of corrupted values."""
+            its, times = effects[fault]
             table = np.full((L, n3), -1, dtype=np.int64)
             table[lookup[its[:, 0] * n2 + its[:, 1]], its[:, 2]] = times - self.t_min
             rel = table[lp]  # (E, n3): cycle offset of the hit inside a tile, -1: no hit
-            if window is None:
-                return np.broadcast_to((rel >= 0)[:, None, :], (E, nK, n3))
-            start, stop = int(window[0]), int(window[1])
-            cyc = (tile0[:, None] + np.arange(nK)[None, :])[:, :, None] * self.period + rel[:, None, :]
-            return (rel >= 0)[:, None, :] & (cyc >= start) & (cyc < stop)
+            e, kk = np.nonzero(rel >= 0)
+            if fault.window is None:
+                return e, kk, None
+            r = rel[e, kk]
+            count = len(e)
+            e, kk, r = np.repeat(e, nK), np.repeat(kk, nK), np.repeat(r, nK)
+            tk = np.tile(np.arange(nK), count)
+            cyc = (tile0[e] + tk) * self.period + r
+            on = (cyc >= int(fault.window[0])) & (cyc < int(fault.window[1]))
+            return e[on], kk[on], tk[on]
 
-        Kp = nK * n3
-        a_op = np.zeros((E, Kp), dtype=self.in_dtype)
-        a_op[:, :K] = A[gi]
-        b_op = np.zeros((E, Kp), dtype=self.in_dtype)
-        b_op[:, :K] = np.ascontiguousarray(B.T)[gj]
-        a_op = a_op.reshape(E, nK, n3)
-        b_op = b_op.reshape(E, nK, n3)
-        touched = np.zeros(E, dtype=bool)
-        for line, op in (("a", a_op), ("b", b_op)):
-            mine = sorted((f for f, _ in effects if f.line == line), key=self._chain_key)
-            for f in mine:
-                m = mask_of(self._effect(f), f.window)
-                if m.any():
-                    op[m] = f.corrupt(op[m])
-                    touched |= m.any(axis=(1, 2))
-        c_masks = []
-        for f, eff in effects:
-            if f.line == "c":
-                m = mask_of(eff, f.window)
-                if m.any():
-                    c_masks.append((f, m))
-                    touched |= m.any(axis=(1, 2))
-        if not touched.any():
+        hits = {f: entries(f) for f in self._faults}
+        mark = np.zeros(len(gi), dtype=bool)
+        for e, _, _ in hits.values():
+            mark[e] = True
+        touched = np.nonzero(mark)[0]
+        if len(touched) == 0:
             return golden
-        sel = np.nonzero(touched)[0]
-        a_op, b_op = a_op[sel], b_op[sel]
-        c_masks = [(f, m[sel]) for f, m in c_masks]
-        values = self._accumulate(a_op, b_op, c_masks)
+        # renumber elements to the touched ones (e is sorted: np.nonzero is row-major)
+        renumber = np.cumsum(mark) - 1
+        hits = {f: (renumber[e], kk, tk) for f, (e, kk, tk) in hits.items()}
+        gi, gj = gi[touched], gj[touched]
+        order = {line: sorted((f for f in self._faults if f.line == line), key=self._chain_key)
+                 for line in ("a", "b")}
+        c_faults = [f for f in self._faults if f.line == "c"]
+        values = self._sequential(A, B, gi, gj, hits, order, c_faults, nK)
         out = golden.copy()
-        out[gi[sel], gj[sel]] = values
+        out[gi, gj] = values
         return out
 
-    def _accumulate(self, a_op: np.ndarray, b_op: np.ndarray, c_masks: list) -> np.ndarray:
-        """Sequential PE accumulation of (E, nK, n3) operands, then tile sums outside the array."""
+    def _sequential(self, A, B, gi, gj, hits, order, c_faults, nK) -> np.ndarray:
+        """Recompute elements in the PE order: in-tile sequential sums, then tile sums, in chunks."""
+        n3 = self.n3
+        K = A.shape[1]
+        Kp = nK * n3
         mac = self.mac_dtype
         integer = mac.kind == "i"
-        work = np.int64 if integer else mac
-        prod = a_op.astype(work) * b_op.astype(work)  # exact for ints; rounded to mac for floats
-        E, nK, n3 = prod.shape
-        if integer and not c_masks:
-            return prod.sum(axis=(1, 2)).astype(mac)  # modular arithmetic: order is irrelevant
-        order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
-        prod = np.ascontiguousarray(np.moveaxis(prod, 2, 0))  # (n3, E, nK)
-        c = np.zeros((E, nK), dtype=work)
-        for kk in order:
-            c = c + prod[kk]
-            for f, m in c_masks:
-                mk = m[:, :, kk]
-                if mk.any():
-                    c[mk] = f.corrupt(c[mk].astype(mac)).astype(work)
-        if integer:
-            return c.sum(axis=1).astype(mac)
-        total = np.zeros(E, dtype=mac)
-        for tk in range(nK):
-            total = total + c[:, tk]
-        return total
+        work = np.dtype(np.int64) if integer else mac
+        AT = np.zeros((Kp, A.shape[0]), dtype=self.in_dtype)
+        AT[:K] = A.T
+        Bp = np.zeros((Kp, B.shape[1]), dtype=self.in_dtype)
+        Bp[:K] = B
+        E = len(gi)
+        kk_order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
+        out = np.empty(E, dtype=mac)
+        chunk = max(1, (1 << 18) // Kp)
+        for s in range(0, E, chunk):
+            t = min(E, s + chunk)
+
+            def part(f, s=s, t=t):
+                e, kk, tk = hits[f]  # e is sorted
+                lo, hi = np.searchsorted(e, [s, t])
+                return (slice(None) if tk is None else tk[lo:hi]), kk[lo:hi], e[lo:hi] - s
+
+            a = AT[:, gi[s:t]].reshape(nK, n3, t - s)
+            b = Bp[:, gj[s:t]].reshape(nK, n3, t - s)
+            for line, op in (("a", a), ("b", b)):
+                for f in order[line]:
+                    where = part(f)
+                    op[where] = f.corrupt(op[where])
+            # exact for ints; rounded to the accumulator dtype for floats (no fused multiply-add)
+            prod = a.astype(work, copy=False) * b.astype(work, copy=False)
+            if integer and not c_faults:
+                out[s:t] = prod.sum(axis=(0, 1)).astype(mac)  # modular: order is irrelevant
+                continue
+            c_masks = []
+            for f in c_faults:
+                where = part(f)
+                if len(where[1]):
+                    m = np.zeros((nK, n3, t - s), dtype=bool)
+                    m[where] = True
+                    c_masks.append((f, m))
+            c = np.zeros((nK, t - s), dtype=work)
+            for kk in kk_order:
+                c += prod[:, kk, :]
+                for f, m in c_masks:
+                    mk = m[:, kk, :]
+                    if mk.any():
+                        c[mk] = f.corrupt(c[mk].astype(mac)).astype(work)
+            if integer:
+                out[s:t] = c.sum(axis=0).astype(mac)  # modular: tile order is irrelevant
+            else:
+                total = np.zeros(t - s, dtype=mac)
+                for tk in range(nK):
+                    total += c[tk]
+                out[s:t] = total
+        return out
