@@ -1,0 +1,27 @@
+"""Spiking neural network target: LIF layers unrolled over time, fault models and campaigns.
+
+Importing this package registers the spiking layers, so saved SNN models load with
+`keras.models.load_model`.
+"""
+
+from classes_tool.snn.layers import (
+    LIF,
+    Readout,
+    latency_encode,
+    lif_dynamics,
+    rate_encode,
+    repeat_encode,
+    spike_function,
+    unroll,
+)
+
+__all__ = [
+    "LIF",
+    "Readout",
+    "latency_encode",
+    "lif_dynamics",
+    "rate_encode",
+    "repeat_encode",
+    "spike_function",
+    "unroll",
+]

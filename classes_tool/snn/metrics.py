@@ -1,0 +1,141 @@
+"""SNN campaign metrics: accuracy under faults, critical faults, and per (fault, sample) classes.
+
+Classes are judged against the golden scores (softmax of the output spike counts, or of the
+maximum membrane for membrane readouts), for each (round, sample):
+  masked    same top-1 and identical raw scores
+  d<5, 5<=d<10, 10<=d<20, d>=20
+            same top-1, scores differ; d = 100 |c - f| / c is the relative change of the golden
+            top-1 class's softmax score (c golden, f faulty); half-open buckets
+  sdc1      the top-1 class changed
+  due       the faulty scores hold NaN or Inf
+A *critical* (round, sample) is one the golden network classifies correctly and the faulty one
+does not (needs labels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from classes_tool.campaign.stats import wilson_interval
+
+CLASSES = ("masked", "d<5", "5<=d<10", "10<=d<20", "d>=20", "sdc1", "due")
+EDGES = np.array([5.0, 10.0, 20.0])
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (NaN/Inf stay non-finite)."""
+    s = np.asarray(scores, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = s - np.max(s, axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def classify_snn(golden: np.ndarray, faulty: np.ndarray) -> dict[str, np.ndarray]:
+    """Class codes (index into CLASSES) and d for faulty scores (..., n, C) vs golden (n, C)."""
+    golden = np.asarray(golden)
+    faulty = np.asarray(faulty)
+    g = np.broadcast_to(golden, faulty.shape)
+    due = ~np.all(np.isfinite(faulty), axis=-1)
+    gt = np.argmax(g, axis=-1)
+    ft = np.argmax(np.where(np.isfinite(faulty), faulty, -np.inf), axis=-1)
+    identical = np.all(faulty == g, axis=-1)
+    pg = np.take_along_axis(softmax(g), gt[..., None], -1)[..., 0]
+    pf = np.take_along_axis(softmax(faulty), gt[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        d = 100.0 * np.abs(pg - pf) / pg
+    code = 1 + np.searchsorted(EDGES, np.where(np.isfinite(d), d, 0.0), side="right")
+    code = np.where(identical, 0, code)
+    code = np.where(ft != gt, 5, code)
+    code = np.where(due, 6, code)
+    d = np.where(due, np.nan, d)
+    return {"code": code.astype(np.int8), "d": d, "golden_top1": gt, "faulty_top1": ft}
+
+
+class Results:
+    """Scores of a campaign run and what follows from them.
+
+    golden_scores (N, C); scores (R, N, C) per round; labels (N,) or None; info per round
+    (target, pattern, params) as given by `Campaign.round_info`.
+    """
+
+    def __init__(self, golden_scores: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,
+                 info: list[dict]):
+        self.golden_scores = np.asarray(golden_scores)
+        self.scores = np.asarray(scores)
+        self.labels = None if labels is None else np.asarray(labels)
+        self.info = info
+        c = classify_snn(self.golden_scores, self.scores)
+        self.code, self.d = c["code"], c["d"]
+        self.golden_top1, self.faulty_top1 = c["golden_top1"], c["faulty_top1"]
+
+    @property
+    def n_rounds(self) -> int:
+        return int(self.scores.shape[0])
+
+    def golden_accuracy(self) -> float:
+        self._need_labels()
+        return float(np.mean(self.golden_top1 == self.labels))
+
+    def accuracy(self) -> np.ndarray:
+        """Accuracy under each round's faults, (R,)."""
+        self._need_labels()
+        return np.mean(self.faulty_top1 == self.labels[None], axis=1)
+
+    def critical(self) -> np.ndarray:
+        """Per round, the number of samples golden gets right and the faulty network wrong."""
+        self._need_labels()
+        ok = self.golden_top1 == self.labels
+        return np.sum(ok[None] & (self.faulty_top1 != self.labels[None]), axis=1)
+
+    def class_counts(self, rounds: np.ndarray | None = None) -> np.ndarray:
+        """Counts of each class over (round, sample) pairs, (len(CLASSES),)."""
+        code = self.code if rounds is None else self.code[rounds]
+        return np.bincount(code.reshape(-1), minlength=len(CLASSES))
+
+    def _need_labels(self):
+        if self.labels is None:
+            from classes_tool.errors import UserError
+            raise UserError("accuracy needs labels: run the campaign with data=(x, y)")
+
+    def table(self, by: str = "target", confidence: float = 0.95) -> list[dict]:
+        """Rows per group ('target', 'pattern' or 'target+pattern'): class rates with Wilson
+        intervals over (fault, sample) pairs, mean accuracy and critical rate."""
+        keys = []
+        for inf in self.info:
+            keys.append({"target": inf["target"], "pattern": inf["pattern"],
+                         "target+pattern": f"{inf['target']} / {inf['pattern']}"}[by])
+        rows = []
+        for key in dict.fromkeys(keys):
+            sel = np.array([k == key for k in keys])
+            counts = self.class_counts(np.flatnonzero(sel))
+            total = int(counts.sum())
+            row = {by: key, "faults": int(sel.sum()), "pairs": total}
+            for name, k in zip(CLASSES, counts, strict=True):
+                lo, hi = wilson_interval(int(k), total, confidence)
+                row[name] = k / total if total else 0.0
+                row[f"{name}_ci"] = (lo, hi)
+            if self.labels is not None:
+                correct = int(np.sum(self.faulty_top1[sel] == self.labels[None]))
+                row["accuracy"] = correct / total
+                row["accuracy_ci"] = wilson_interval(correct, total, confidence)
+                crit = int(self.critical()[sel].sum())
+                row["critical"] = crit / total
+                row["critical_ci"] = wilson_interval(crit, total, confidence)
+            rows.append(row)
+        return rows
+
+    def save_npz(self, path: str | Path) -> None:
+        arrays = {"golden_scores": self.golden_scores, "scores": self.scores}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load_npz(cls, path: str | Path, info: list[dict]) -> Results:
+        with np.load(path, allow_pickle=False) as data:
+            labels = data["labels"] if "labels" in data.files else None
+            return cls(data["golden_scores"], data["scores"], labels, info)
