@@ -135,9 +135,10 @@ def concat(cv, node, attrs):
     if len(values) == 1:
         cv.out(values[0])
         return
-    channels_last = all(v.channels_last for v in values)
-    if channels_last:
-        tensors, keras_axis = [v.tensor for v in values], values[0].keras_axis(axis)
+    channels_last = values[0].rank >= 3 and any(v.channels_last for v in values)
+    if channels_last:  # feature maps stay channels-last; stragglers are permuted to match
+        tensors = [cv.channels_last(v) for v in values]
+        keras_axis = KT(tensors[0], True).keras_axis(axis)
     else:
         tensors, keras_axis = [cv.onnx_layout(v) for v in values], axis
     cv.out(keras.layers.Concatenate(axis=keras_axis, name=cv.name())(tensors),
