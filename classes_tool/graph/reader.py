@@ -114,10 +114,6 @@ def weights_by_layer(model: Any) -> dict[str, list[np.ndarray]]:
 
 def graph_from_model(model: Any) -> ModelGraph:
     """The ModelGraph of a live Keras model (its config plus its current weights)."""
-    import keras
-
-    config = {"class_name": "Sequential" if isinstance(model, keras.Sequential) else "Functional",
-              "config": model.get_config()}
-    graph = parse_model_config(config)
+    graph = parse_model_config(json.loads(model.to_json()))  # exactly what a file would hold
     graph.weights = weights_by_layer(model)
     return graph

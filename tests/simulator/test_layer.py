@@ -1,0 +1,92 @@
+"""The ErrorSimulator layer: per-sample sites, modes, XLA, any rank, save/load."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from classes_tool import ErrorSimulator, set_injection, set_sites, simulators
+
+SITES = {"positions": [0, 5, 31, 7], "values": [100.0, 200.0, np.nan, -5.0],
+         "splits": [0, 2, 3, 4]}
+
+
+def _model(shape=(4, 4, 2)):
+    inp = keras.Input(shape)
+    sim = ErrorSimulator(num_sites=3, total_positions=4, max_positions=2, name="sim")
+    out = sim(inp)
+    model = keras.Model(inp, out)
+    sim.load_sites(**SITES)
+    return model
+
+
+def _x(n=6, shape=(4, 4, 2)):
+    return np.random.default_rng(0).uniform(size=(n, *shape)).astype("float32")
+
+
+def test_forced_sites_write_exact_positions_per_sample():
+    model, x = _model(), _x()
+    set_sites(model, [0, 1, 2, -1, 0, 1])
+    y = model.predict(x, verbose=0).reshape(6, -1)
+    flat = x.reshape(6, -1)
+    changed = [set(np.flatnonzero(~(y[b] == flat[b]))) for b in range(6)]
+    assert changed == [{0, 5}, {31}, {7}, set(), {0, 5}, {31}]
+    assert y[0, 0] == 100.0 and y[0, 5] == 200.0 and np.isnan(y[1, 31]) and y[2, 7] == -5.0
+
+
+def test_off_is_bit_identical_and_random_mode_varies_per_sample():
+    model, x = _model(), _x(64)
+    set_injection(model, False)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)
+    set_injection(model, True)
+    y = model.predict(x, verbose=0).reshape(64, -1)
+    diff = ~(y == x.reshape(64, -1))
+    per_sample = [tuple(np.flatnonzero(d)) for d in diff]
+    assert all(len(p) >= 1 for p in per_sample)  # every sample got a site
+    assert len(set(per_sample)) == 3  # and samples got different sites
+
+
+def test_rank_two_tensor_and_xla():
+    inp = keras.Input((10,))
+    sim = ErrorSimulator(num_sites=2, total_positions=3, max_positions=2, name="sim")
+    model = keras.Model(inp, sim(inp))
+    sim.load_sites([1, 9, 4], [7.0, 8.0, 9.0], [0, 2, 3])
+    set_sites(model, [1, 0])
+    x = np.zeros((2, 10), "float32")
+    compiled = tf.function(lambda t: model(t), jit_compile=True)
+    y = compiled(tf.constant(x)).numpy()
+    assert y[0, 4] == 9.0 and y[1, 1] == 7.0 and y[1, 9] == 8.0
+    assert np.count_nonzero(y) == 3
+    set_injection(model, False)  # the mode is a variable: no retracing needed
+    np.testing.assert_array_equal(compiled(tf.constant(x)).numpy(), x)
+
+
+def test_no_injection_in_training_unless_asked():
+    model, x = _model(), _x()
+    np.testing.assert_array_equal(model(x, training=True).numpy(), x)
+    sim = ErrorSimulator(num_sites=3, total_positions=4, max_positions=2,
+                         inject_in_training=True)
+    inp = keras.Input((4, 4, 2))
+    trained = keras.Model(inp, sim(inp))
+    sim.load_sites(**SITES)
+    assert not np.array_equal(trained(x, training=True).numpy(), x)
+
+
+@pytest.mark.parametrize("suffix", ["h5", "keras"])
+def test_sites_live_in_weights_and_survive_save_load(tmp_path, suffix):
+    model, x = _model(), _x()
+    path = tmp_path / f"m.{suffix}"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    sim = simulators(loaded)[0]
+    np.testing.assert_array_equal(sim.splits.numpy(), SITES["splits"])
+    config = sim.get_config()  # the config holds sizes, never the site arrays themselves
+    assert not any(isinstance(v, (list, tuple)) for v in config.values())
+    set_sites(loaded, [1])
+    assert np.isnan(loaded.predict(x[:1], verbose=0).reshape(-1)[31])
+
+
+def test_bad_site_arrays_are_refused():
+    model = _model()
+    with pytest.raises(ValueError):
+        model.get_layer("sim").load_sites([1, 2], [1.0, 2.0], [0, 2])
