@@ -33,6 +33,12 @@ def softmax(scores: np.ndarray) -> np.ndarray:
         return e / np.sum(e, axis=-1, keepdims=True)
 
 
+def d_codes(d: np.ndarray) -> np.ndarray:
+    """Codes 1..4 of the half-open buckets [0, 5), [5, 10), [10, 20), [20, inf) of d."""
+    d = np.asarray(d, np.float64)
+    return 1 + np.searchsorted(EDGES, np.where(np.isfinite(d), d, 0.0), side="right")
+
+
 def classify_snn(golden: np.ndarray, faulty: np.ndarray) -> dict[str, np.ndarray]:
     """Class codes (index into CLASSES) and d for faulty scores (..., n, C) vs golden (n, C)."""
     golden = np.asarray(golden)
@@ -46,7 +52,7 @@ def classify_snn(golden: np.ndarray, faulty: np.ndarray) -> dict[str, np.ndarray
     pf = np.take_along_axis(softmax(faulty), gt[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore"):
         d = 100.0 * np.abs(pg - pf) / pg
-    code = 1 + np.searchsorted(EDGES, np.where(np.isfinite(d), d, 0.0), side="right")
+    code = d_codes(d)
     code = np.where(identical, 0, code)
     code = np.where(ft != gt, 5, code)
     code = np.where(due, 6, code)
