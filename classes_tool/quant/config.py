@@ -45,6 +45,7 @@ class FaultInjectionConfig:
     layers: list[str] | None = None  # layer names or class names; None = automatic
     calibration_samples: int = 512
     resample: str = "epoch"  # training masks: per epoch_interval, per step, or per sample
+    quantize_all: bool = False  # integer strategies: every value on the grid (clipped), not only hits
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,6 +119,7 @@ def parse_fault_injection(block: dict | FaultInjectionConfig | None) -> FaultInj
     cfg.step_interval = _float("step_interval", cfg.step_interval, 0.0, 1.0)
     cfg.seed = _int("seed", cfg.seed, 0, 2**31 - 1)
     cfg.track_statistics = _bool("track_statistics", cfg.track_statistics)
+    cfg.quantize_all = _bool("quantize_all", cfg.quantize_all)
     cfg.resample = _choice("resample", cfg.resample, RESAMPLE)
     cfg.calibration_samples = _int("calibration_samples", cfg.calibration_samples, lo=1)
     if cfg.layers is not None:

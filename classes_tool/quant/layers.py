@@ -29,7 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from classes_tool.errors import UserError
-from classes_tool.quant.calibration import QuantSpec, fake_quant_layers, quant_specs
+from classes_tool.graph import insert_after as graph_insert_after
+from classes_tool.quant.calibration import (
+    QuantSpec,
+    calibrate_ranges,
+    fake_quant_layers,
+    quant_specs,
+)
 from classes_tool.quant.config import (
     DEFAULT_LAYER_CLASSES,
     FaultInjectionConfig,
@@ -63,7 +69,7 @@ class FaultInjection(keras.layers.Layer):
                  num_layers: int = 1, mode: str = "full_model", injection_layer: int = -1,
                  apply_during: str = "train", epoch_interval: int = 1, step_interval: float = 1.0,
                  track_statistics: bool = True, target: str = "", resample: str = "epoch",
-                 **kwargs):
+                 grid_source: str = "calibration", quantize_all: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.injection_type = injection_type
         self.strategy = get_strategy(injection_type, bit=bit, value=stuck_value)
@@ -84,6 +90,8 @@ class FaultInjection(keras.layers.Layer):
         self.track_statistics = bool(track_statistics)
         self.target = target
         self.resample = resample
+        self.grid_source = grid_source
+        self.quantize_all = bool(quantize_all) and self.strategy.domain == "int"
 
     def build(self, input_shape):
         def scalar(name, value, dtype):
@@ -91,6 +99,7 @@ class FaultInjection(keras.layers.Layer):
                                    initializer=keras.initializers.Constant(value))
 
         self.probability_var = scalar("probability", self.probability / 100.0, "float32")
+        self.scale_var = scalar("scale", self.scale, "float32")
         self.seed_var = scalar("seed", self.seed, "int32")
         self.inject_train = scalar("inject_train", float(self.apply_during in ("train", "both")),
                                    "float32")
@@ -152,8 +161,9 @@ class FaultInjection(keras.layers.Layer):
     def corrupt_all(self, x: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
         """Every value of `x` corrupted by the strategy (the mask then picks which to keep)."""
         if self.strategy.domain == "int":
-            q = quantize(x, self.scale, self.bits, self.signed)
-            return dequantize(self.strategy.corrupt(q, self.bits, self.signed, noise), self.scale)
+            scale = tf.cast(self.scale_var, tf.float32)
+            q = quantize(x, scale, self.bits, self.signed)
+            return dequantize(self.strategy.corrupt(q, self.bits, self.signed, noise), scale)
         return self.strategy.corrupt(x, self.bits, self.signed, noise)
 
     def call(self, inputs, training=None):
@@ -169,13 +179,16 @@ class FaultInjection(keras.layers.Layer):
             mask = tf.broadcast_to(mask[None], shape)
             noise = tf.broadcast_to(noise[None], shape)
         hit = tf.logical_and(mask, gate)
+        if self.quantize_all:  # every value goes through the integer grid, as on the hardware
+            scale = tf.cast(self.scale_var, tf.float32)
+            x = dequantize(quantize(x, scale, self.bits, self.signed), scale)
         faulty = tf.where(hit, self.corrupt_all(x, noise), x)
         if training:
             self.step_var.assign_add(1)
         if self.track_statistics:
             phase_on = tf.cast(self.inject_train if training else self.inject_eval, tf.float32) > 0.5
             self._update_statistics(x, faulty, hit, phase_on)
-        return tf.cast(_straight_through(x, faulty), inputs.dtype)
+        return tf.cast(_straight_through(tf.cast(inputs, tf.float32), faulty), inputs.dtype)
 
     def _update_statistics(self, clean, faulty, hit, phase_on) -> None:
         on = tf.cast(phase_on, tf.float64)
@@ -202,13 +215,18 @@ class FaultInjection(keras.layers.Layer):
             seed=self.seed, layer_index=self.layer_index, num_layers=self.num_layers,
             mode=self.mode, injection_layer=self.injection_layer, apply_during=self.apply_during,
             epoch_interval=self.epoch_interval, step_interval=self.step_interval,
-            track_statistics=self.track_statistics, target=self.target, resample=self.resample)
+            track_statistics=self.track_statistics, target=self.target, resample=self.resample,
+            grid_source=self.grid_source, quantize_all=self.quantize_all)
         return config
 
     # ------------------------------------------------------------------ helpers
     def statistics(self) -> dict[str, float]:
         """Raw statistic sums (see `classes_tool.quant.statistics` for the derived numbers)."""
         return {n: float(keras.ops.convert_to_numpy(v.value)) for n, v in self.stats.items()}
+
+    def current_scale(self) -> float:
+        """The grid step in use (calibration may refresh it during training)."""
+        return float(keras.ops.convert_to_numpy(self.scale_var.value))
 
     def reset_statistics(self) -> None:
         for v in self.stats.values():
@@ -248,6 +266,27 @@ def set_injection(model: keras.Model, probability: float | None = None, seed: in
             layer.step_var.assign(int(step))
 
 
+def recalibrate(model: keras.Model, data: np.ndarray, batch_size: int = 256) -> None:
+    """Refresh the grid step of calibrated integer layers from the model's current ranges.
+
+    During fault-aware training the weights move and so do the activation ranges; a grid frozen
+    at the start would let faults shrink relative to the activations (the network could "escape"
+    them by growing), and the robustness would not survive calibrating the tuned model.
+    Layers whose grid comes from a fake-quant layer keep it. Signedness is kept.
+    """
+    layers = [fi for fi in injection_layers(model)
+              if fi.grid_source == "calibration" and fi.strategy.domain == "int"]
+    if not layers:
+        return
+    ranges = calibrate_ranges(model, [fi.target for fi in layers], data, batch_size)
+    for fi in layers:
+        lo, hi = ranges[fi.target]
+        top = (1 << (fi.bits - 1)) - 1 if fi.signed else (1 << fi.bits) - 1
+        span = max(abs(lo), abs(hi))
+        if np.isfinite(span) and span > 0:
+            fi.scale_var.assign(span / top)
+
+
 def resolve_targets(model: keras.Model, layers: list[str] | None) -> list[str]:
     """Node names to inject after, in model order.
 
@@ -280,14 +319,6 @@ def resolve_targets(model: keras.Model, layers: list[str] | None) -> list[str]:
 
 InsertAfter = Callable[[keras.Model, list[str], Callable[[str, tuple], keras.layers.Layer]],
                        keras.Model]
-
-
-def _default_insert_after() -> InsertAfter:
-    try:
-        from classes_tool.graph import insert_after
-    except ImportError as exc:  # the patcher ships in classes_tool.graph
-        raise RuntimeError("classes_tool.graph.insert_after is not available") from exc
-    return insert_after
 
 
 def make_layers(model: keras.Model, config: dict | FaultInjectionConfig,
@@ -324,7 +355,7 @@ def make_layers(model: keras.Model, config: dict | FaultInjectionConfig,
             mode=cfg.mode, injection_layer=layer_choice, apply_during=cfg.apply_during,
             epoch_interval=cfg.epoch_interval, step_interval=cfg.step_interval,
             track_statistics=cfg.track_statistics, target=node_name, resample=cfg.resample,
-            name=f"{node_name}_fault_injection")
+            grid_source=spec.source, quantize_all=cfg.quantize_all, name=f"{node_name}_fault_injection")
 
     return targets, make_layer, specs
 
@@ -342,5 +373,5 @@ def apply_fault_injection(model: keras.Model, config: dict | FaultInjectionConfi
     if not cfg.enabled:
         return model
     targets, make_layer, _ = make_layers(model, cfg, calibration_data)
-    splice = insert_after or _default_insert_after()
+    splice = insert_after or graph_insert_after
     return splice(model, targets, make_layer)

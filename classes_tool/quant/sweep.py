@@ -23,7 +23,12 @@ from classes_tool.quant.config import (
     parse_fault_injection,
     parse_train_run,
 )
-from classes_tool.quant.layers import InsertAfter, apply_fault_injection, set_injection
+from classes_tool.quant.layers import (
+    InsertAfter,
+    apply_fault_injection,
+    injection_layers,
+    set_injection,
+)
 from classes_tool.quant.statistics import collect_statistics, reset_statistics, write_statistics
 
 
@@ -63,10 +68,14 @@ def sweep_probability(model: keras.Model, x: np.ndarray, y: np.ndarray,
                       ) -> tuple[list[dict], dict[str, dict]]:
     """Rows (probability, seed, accuracy, mean change rate) and the statistics per point.
 
-    `model` is a plain model; it is patched with `config` (injection at inference).
+    `model` is a plain model, patched here with `config`; a model that already has
+    `FaultInjection` layers (e.g. saved by `train`) is swept as it is, with its own strategy and grid.
     """
     cfg = parse_fault_injection(config).replace(apply_during="eval", enabled=True)
-    patched = apply_fault_injection(model, cfg, calibration_data, insert_after=insert_after)
+    if injection_layers(model):
+        patched = model
+    else:
+        patched = apply_fault_injection(model, cfg, calibration_data, insert_after=insert_after)
     rows, stats = [], {}
     for p in probabilities:
         for seed in seeds:
@@ -163,8 +172,7 @@ def load_model(path: str | Path) -> keras.Model:
 
 def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilities: list[float],
                       seeds: int = 3, quiet: bool = False, model_path: str | Path | None = None,
-                      base_dir: str | Path | None = None,
-                      insert_after: InsertAfter | None = None) -> dict[str, Path]:
+                      base_dir: str | Path | None = None) -> dict[str, Path]:
     """`classes-tool sweep CONFIG.yaml --sweep-prob 0,1,2,5,10 --seeds N`.
 
     Uses the config's `model` (or `model_path`), its `data.test` (else `data.train`) for accuracy,
@@ -187,7 +195,7 @@ def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilit
     calib = load_npz(run.train_data)[0] if run.train_data else x
     seed_list = [run.fault_injection.seed + i for i in range(seeds)]
     rows, stats = sweep_probability(model, x, y, run.fault_injection, probabilities, seed_list,
-                                    calib, insert_after=insert_after)
+                                    calib)
     title = f"{Path(model_path or run.model).name}: {run.fault_injection.injection_type}"
     paths = write_sweep(rows, stats, out_dir, title)
     if not quiet:

@@ -23,24 +23,33 @@ from classes_tool.quant.config import (
     parse_fault_injection,
     parse_train_run,
 )
-from classes_tool.quant.layers import InsertAfter, apply_fault_injection, set_injection
+from classes_tool.quant.layers import (
+    InsertAfter,
+    apply_fault_injection,
+    recalibrate,
+    set_injection,
+)
 from classes_tool.quant.statistics import collect_statistics, format_table, write_statistics
-from classes_tool.quant.sweep import accuracy, accuracy_under_faults, load_model, load_npz
+from classes_tool.quant.sweep import accuracy_under_faults, load_model, load_npz
 
 
 class FaultAwareTrainingCallback(keras.callbacks.Callback):
-    """Tell the model's `FaultInjection` layers which epoch it is (for `epoch_interval`).
+    """Tell the `FaultInjection` layers which epoch it is, and refresh calibrated grids.
 
-    Add it to your own ``model.fit(..., callbacks=[FaultAwareTrainingCallback()])`` when training a
-    model returned by `apply_fault_injection`.
+    Add it to your own ``model.fit(..., callbacks=[FaultAwareTrainingCallback(x_calib)])`` when
+    training a model returned by `apply_fault_injection`. With `calibration_data`, the grid step
+    of calibrated layers follows the changing activation ranges (once per epoch).
     """
 
-    def __init__(self, epoch_offset: int = 0):
+    def __init__(self, calibration_data: np.ndarray | None = None, epoch_offset: int = 0):
         super().__init__()
+        self.calibration_data = calibration_data
         self.epoch_offset = int(epoch_offset)
 
     def on_epoch_begin(self, epoch, logs=None):
         set_injection(self.model, epoch=epoch + self.epoch_offset)
+        if self.calibration_data is not None and epoch > 0:
+            recalibrate(self.model, self.calibration_data)
 
 
 def copy_weights(source: keras.Model, destination: keras.Model) -> None:
@@ -60,13 +69,18 @@ def fault_aware_fit(model: keras.Model, x: np.ndarray, y: np.ndarray,
                     config: dict | FaultInjectionConfig, calibration_data: np.ndarray | None = None,
                     epochs: int = 5, batch_size: int = 32, learning_rate: float = 1e-3,
                     validation_fraction: float = 0.0, shuffle_seed: int = 0, verbose: int = 0,
-                    insert_after: InsertAfter | None = None
+                    insert_after: InsertAfter | None = None,
+                    recalibrate_each_epoch: bool | None = None
                     ) -> tuple[keras.Model, keras.Model, dict]:
     """Fine-tune `model` with injection; return (patched model, plain tuned model, history).
 
     `model` is left untouched. Labels are class indices (sparse) or one-hot rows.
+    `recalibrate_each_epoch` (default: unless `quantize_all`) lets calibrated grids follow the
+    activation ranges; with `quantize_all` the grid is the deployed quantization and stays fixed.
     """
     cfg = parse_fault_injection(config)
+    if recalibrate_each_epoch is None:
+        recalibrate_each_epoch = not cfg.quantize_all
     if cfg.apply_during == "eval":
         raise UserError("fault-aware training needs fault_injection.apply_during: train or both")
     cfg = cfg.replace(enabled=True)
@@ -80,21 +94,50 @@ def fault_aware_fit(model: keras.Model, x: np.ndarray, y: np.ndarray,
     keras.utils.set_random_seed(shuffle_seed)
     history = patched.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True,
                           validation_split=validation_fraction, verbose=verbose,
-                          callbacks=[FaultAwareTrainingCallback()])
+                          callbacks=[FaultAwareTrainingCallback(
+                              calib[:cfg.calibration_samples] if recalibrate_each_epoch else None)])
     plain = keras.models.clone_model(model)
     copy_weights(patched, plain)
     return patched, plain, {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 
+def evaluate_fault_aware(original: keras.Model, patched: keras.Model, calibration_data: np.ndarray,
+                         x: np.ndarray, y: np.ndarray, config: dict | FaultInjectionConfig,
+                         seeds: list[int] | None = None) -> dict:
+    """Accuracy without and with faults of the original and of the fault-aware tuned model.
+
+    The original is patched and calibrated afresh; the tuned model is evaluated through its own
+    injection layers (with `quantize_all`, on the grid it was trained on, which is the deployed
+    one; otherwise after a final recalibration). Seeds default to 5 seeds unused in training.
+    `patched`'s injection settings are restored afterwards.
+    """
+    cfg = parse_fault_injection(config).replace(enabled=True)
+    seeds = seeds or [cfg.seed + 1000 + i for i in range(5)]
+    result = {"probability": cfg.probability, "injection_type": cfg.injection_type,
+              "seeds": seeds}
+    probe = apply_fault_injection(original, cfg.replace(apply_during="eval"), calibration_data)
+    if not cfg.quantize_all:
+        recalibrate(patched, calibration_data[:cfg.calibration_samples])
+    for role, m in (("original", probe), ("fault_aware", patched)):
+        clean = accuracy_under_faults(m, x, y, 0.0, [cfg.seed])[0]
+        accs = accuracy_under_faults(m, x, y, cfg.probability, seeds)
+        result[role] = {"clean_accuracy": clean, "faulty_accuracy_mean": float(np.mean(accs)),
+                        "faulty_accuracy_std": float(np.std(accs)), "faulty_accuracy": accs}
+    set_injection(patched, probability=cfg.probability, seed=cfg.seed,
+                  apply_during=cfg.apply_during, step=0)
+    return result
+
+
 def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: bool = False,
-                      base_dir: str | Path | None = None,
-                      insert_after: InsertAfter | None = None) -> dict[str, Path]:
+                      base_dir: str | Path | None = None) -> dict[str, Path]:
     """`classes-tool train CONFIG.yaml`: fault-aware fine-tuning as the config describes.
 
-    Writes into `out_dir`: the tuned plain model (`training.output`), ``history.json``,
-    ``fault_statistics.json`` (injection statistics of the training run) and, when `data.test`
-    is given, ``evaluation.json`` (clean accuracy and accuracy under faults at the configured
-    probability, before and after tuning, over 5 seeds). Returns the written paths by role.
+    Writes into `out_dir`: the tuned plain model (`training.output`, original architecture, for
+    campaigns), the tuned model with its injection layers (``<output>_injected.keras``: carries the
+    grid it was trained on; sweep it with `sweep_from_config(..., model_path=...)`),
+    ``history.json``, ``fault_statistics.json`` (injection statistics of the training run) and,
+    when `data.test` is given, ``evaluation.json`` (accuracy without and with faults at the
+    configured probability, before and after tuning, over 5 seeds). Returns the paths by role.
     """
     if isinstance(config, str | Path):
         base_dir = base_dir or Path(config).parent
@@ -108,12 +151,16 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
     patched, plain, history = fault_aware_fit(
         model, x, y, fi, calibration_data=x, epochs=tc.epochs, batch_size=tc.batch_size,
         learning_rate=tc.learning_rate, validation_fraction=tc.validation_fraction,
-        shuffle_seed=tc.shuffle_seed, verbose=0 if quiet else 2, insert_after=insert_after)
+        shuffle_seed=tc.shuffle_seed, verbose=0 if quiet else 2)
     out = Path(out_dir)
-    paths = {"model": out / tc.output, "history": out / "history.json",
-             "statistics": out / "fault_statistics.json"}
+    stem = Path(tc.output)
+    paths = {"model": out / tc.output,
+             "injected_model": out / f"{stem.stem}_injected{stem.suffix}",
+             "history": out / "history.json", "statistics": out / "fault_statistics.json"}
     with atomic_path(paths["model"]) as tmp:
         plain.save(tmp)
+    with atomic_path(paths["injected_model"]) as tmp:
+        patched.save(tmp)
     write_text_atomic(paths["history"], json.dumps(history, indent=2) + "\n")
     stats = collect_statistics(patched)
     write_statistics(stats, paths["statistics"])
@@ -121,25 +168,15 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
         print(format_table(stats))
     if run.test_data is not None:
         xt, yt = load_npz(run.test_data)
-        seeds = [fi.seed + 1000 + i for i in range(5)]  # not the training masks
-        evaluation = {"probability": fi.probability, "injection_type": fi.injection_type,
-                      "seeds": seeds}
-        for role, m in (("original", model), ("fault_aware", plain)):
-            probe = apply_fault_injection(m, fi.replace(apply_during="eval", enabled=True), x,
-                                          insert_after=insert_after)
-            accs = accuracy_under_faults(probe, xt, yt, fi.probability, seeds)
-            evaluation[role] = {"clean_accuracy": accuracy(m, xt, yt),
-                                "faulty_accuracy_mean": float(np.mean(accs)),
-                                "faulty_accuracy_std": float(np.std(accs)),
-                                "faulty_accuracy": accs}
+        evaluation = evaluate_fault_aware(model, patched, x, xt, yt, fi)
         paths["evaluation"] = out / "evaluation.json"
         write_text_atomic(paths["evaluation"], json.dumps(evaluation, indent=2) + "\n")
         if not quiet:
             for role in ("original", "fault_aware"):
                 e = evaluation[role]
-                print(f"{role}: clean {e['clean_accuracy']:.4f}, under {fi.probability:g}% "
-                      f"{fi.injection_type} faults {e['faulty_accuracy_mean']:.4f} "
-                      f"± {e['faulty_accuracy_std']:.4f}")
+                print(f"{role}: accuracy without faults {e['clean_accuracy']:.4f}, under "
+                      f"{fi.probability:g}% {fi.injection_type} faults "
+                      f"{e['faulty_accuracy_mean']:.4f} ± {e['faulty_accuracy_std']:.4f}")
     if not quiet:
         print(f"wrote {paths['model']}")
     return paths

@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from quant_splice_helper import insert_after
 
 from classes_tool.quant.layers import (
     FaultInjection,
@@ -104,8 +103,7 @@ def test_layer_mode_random_layer_each_step():
     model = tiny_model()
     data = np.random.default_rng(1).random((16, 6)).astype(np.float32)
     patched = apply_fault_injection(model, {"probability": 100, "mode": "layer",
-                                            "injection_layer": -1, "seed": 9}, data,
-                                    insert_after=insert_after)
+                                            "injection_layer": -1, "seed": 9}, data)
     layers = injection_layers(patched)
     assert [fi.target for fi in layers] == ["d1", "d2", "d3"]  # output layer excluded
     chosen = []
@@ -118,8 +116,7 @@ def test_layer_mode_random_layer_each_step():
         chosen.append(active[0])
     assert set(chosen) == {0, 1, 2}
     fixed = apply_fault_injection(model, {"probability": 100, "mode": "layer",
-                                          "injection_layer": "d2"}, data,
-                                  insert_after=insert_after)
+                                          "injection_layer": "d2"}, data)
     fixed(data[:2], training=True)
     assert [fi.statistics()["injected"] > 0 for fi in injection_layers(fixed)] == [False, True, False]
 
@@ -142,7 +139,7 @@ def test_training_updates_weights_before_the_injection():
     x = rng.random((64, 6)).astype(np.float32)
     y = rng.integers(0, 3, 64)
     patched = apply_fault_injection(model, {"probability": 30, "injection_type": "full_flip"},
-                                    x, insert_after=insert_after)
+                                    x)
     before = patched.get_layer("d1").get_weights()[0].copy()
     patched.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     patched.fit(x, y, epochs=1, batch_size=32, verbose=0)
@@ -153,8 +150,7 @@ def test_training_updates_weights_before_the_injection():
 def test_set_injection_changes_compiled_model():
     model = tiny_model()
     x = np.random.default_rng(4).random((32, 6)).astype(np.float32)
-    patched = apply_fault_injection(model, {"probability": 0, "apply_during": "eval"}, x,
-                                    insert_after=insert_after)
+    patched = apply_fault_injection(model, {"probability": 0, "apply_during": "eval"}, x)
     clean = model.predict(x, verbose=0)
     assert np.allclose(patched.predict(x, verbose=0), clean)
     set_injection(patched, probability=100, seed=1)
@@ -168,7 +164,7 @@ def test_save_and_load_keeps_behaviour(tmp_path):
     x = np.random.default_rng(5).random((8, 6)).astype(np.float32)
     patched = apply_fault_injection(model, {"probability": 40, "apply_during": "eval",
                                             "injection_type": "bit_flip", "bit": 3,
-                                            "seed": 11}, x, insert_after=insert_after)
+                                            "seed": 11}, x)
     set_injection(patched, seed=12)
     path = tmp_path / "patched.keras"
     patched.save(path)
@@ -202,8 +198,7 @@ def test_statistics_on_known_tensors(tmp_path):
 
     model = tiny_model()
     data = np.random.default_rng(6).random((8, 6)).astype(np.float32)
-    patched = apply_fault_injection(model, {"probability": 50, "apply_during": "eval"}, data,
-                                    insert_after=insert_after)
+    patched = apply_fault_injection(model, {"probability": 50, "apply_during": "eval"}, data)
     patched.predict(data, verbose=0)
     stats = collect_statistics(patched)
     assert set(stats) == {"d1_fault_injection", "d2_fault_injection", "d3_fault_injection"}
@@ -211,3 +206,29 @@ def test_statistics_on_known_tensors(tmp_path):
     assert "d2_fault_injection" in format_table(stats)
     path = write_statistics(stats, tmp_path / "s.json")
     assert json.loads(path.read_text())["d3_fault_injection"]["target"] == "d3"
+
+
+def test_quantize_all_puts_every_value_on_the_grid():
+    x = np.float32([[0.04, 0.26, 1.0, 30.0]])
+    fi = layer(injection_type="lsb_flip", probability=0, bits=4, scale=0.1, quantize_all=True,
+               apply_during="eval")
+    assert np.allclose(np.asarray(fi(x)), [[0.0, 0.3, 1.0, 1.5]])  # rounded, clipped at 15 * 0.1
+    fi = layer(injection_type="lsb_flip", probability=100, bits=4, scale=0.1, quantize_all=True,
+               apply_during="eval")
+    assert np.allclose(np.asarray(fi(x)), [[0.1, 0.2, 1.1, 1.4]])
+    s = derive(fi.statistics())  # measured against the clean grid values
+    assert s["changed"] == 4 and math.isclose(s["rmse"], 0.1, rel_tol=1e-5)
+
+
+def test_recalibrate_follows_the_model():
+    from classes_tool.quant.layers import recalibrate
+
+    model = tiny_model()
+    data = np.random.default_rng(7).random((32, 6)).astype(np.float32)
+    patched = apply_fault_injection(model, {"probability": 1}, data)
+    fi = injection_layers(patched)[0]
+    before = fi.current_scale()
+    d1 = patched.get_layer("d1")
+    d1.set_weights([w * 2 for w in d1.get_weights()])  # relu(2z) = 2 relu(z): range doubles
+    recalibrate(patched, data)
+    assert fi.current_scale() == pytest.approx(2 * before, rel=1e-5)
