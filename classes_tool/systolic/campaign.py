@@ -1,0 +1,288 @@
+"""Fault campaigns on the systolic target: one fault in the array per run, one layer at a time.
+
+For every target layer (a Conv2D or Dense of the model) the layer alone is moved onto a
+`SystolicArray`; the fault population of that layer is every (fault model, line, PE, bit,
+polarity) of the array, and a Leveugle-sized sample of it is drawn without replacement (a
+permutation seeded from (seed, target number), so fault ``i`` never depends on batch size or
+order). Each fault runs on all campaign inputs; outcomes go to the shared result store
+(target = layer name, pattern = 'stuck_at' / 'bit_flip', params = {line, x, y, bit, polarity}) and
+the shared report, grouped per line and per bit, plus a heat map of the critical-SDC rate per PE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from classes_tool.errors import UserError
+from classes_tool.systolic.array import SystolicArray
+from classes_tool.systolic.dataflow import LINES
+from classes_tool.systolic.faults import BitFlip, StuckAt
+
+PATTERNS = ("stuck_at", "bit_flip")
+
+KEYS = {
+    "target": "must be 'systolic'",
+    "model": "Keras model file (.h5 or .keras)",
+    "data": ".npz with 'x' and optional 'y' (the campaign inputs)",
+    "inputs": "how many inputs of the data to use (default: all)",
+    "calibration": ".npz whose 'x' calibrates int8 scales (default: the campaign data)",
+    "calibration_inputs": "how many calibration inputs to use (default 256)",
+    "array": "{n1, n2, n3, dataflow, in_dtype, mac_dtype} of the systolic array",
+    "layers": "layer names to target (default: every Conv2D/Dense)",
+    "lines": "register lines to fault (default [a, b, c])",
+    "fault_models": "subset of [stuck_at, bit_flip] (default both)",
+    "bits": "bit positions to fault (default: every bit of each line's register)",
+    "faults": "fixed number of faults per layer (instead of margin)",
+    "margin": "statistical margin e of the Leveugle sample size (default 0.05)",
+    "confidence": "confidence of the sizing and the intervals (default 0.99)",
+    "p": "estimated failure probability for the sizing (default 0.5)",
+    "seed": "seed of the fault draws (default 0)",
+    "batch_size": "inputs per forward pass (default 512)",
+    "tolerance": "{atol, rtol} under which outputs count as equal (default 1e-6, 1e-5)",
+    "output": "output folder (default runs/<config name>)",
+}
+
+
+def load_systolic_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a systolic campaign YAML; paths become absolute (relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a mapping of keys")
+    config = validate_config(raw, base_dir=path.parent)
+    config.setdefault("output", os.path.normpath(Path("runs") / path.stem))
+    return config
+
+
+def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
+    """Check every key of a systolic campaign config; return a normalised copy."""
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+    if raw.get("target", "systolic") != "systolic":
+        raise UserError(f"target must be 'systolic' here, got {raw.get('target')!r}")
+    base = Path(base_dir)
+    cfg: dict[str, Any] = {"target": "systolic"}
+    for key in ("model", "data"):
+        if key not in raw:
+            raise UserError(f"config needs '{key}'")
+    for key in ("model", "data", "calibration", "output"):
+        if raw.get(key) is not None:
+            p = Path(str(raw[key]))
+            cfg[key] = os.path.normpath(p if p.is_absolute() else base / p)
+    array = raw.get("array") or {}
+    if not isinstance(array, dict):
+        raise UserError("'array' must be a mapping {n1, n2, n3, dataflow, in_dtype, mac_dtype}")
+    bad = sorted(set(array) - {"n1", "n2", "n3", "dataflow", "in_dtype", "mac_dtype"})
+    if bad:
+        raise UserError(f"unknown array key(s) {', '.join(bad)}")
+    cfg["array"] = {"n1": 8, "n2": 8, "n3": 8, "dataflow": "weight_stationary",
+                    "in_dtype": "int8", **array}
+    SystolicArray(**cfg["array"])  # raises UserError if the array is unusable
+    lines = raw.get("lines") or list(LINES)
+    if not isinstance(lines, list) or not lines or any(x not in LINES for x in lines):
+        raise UserError(f"'lines' must be a non-empty subset of {list(LINES)}, got {lines!r}")
+    cfg["lines"] = list(dict.fromkeys(lines))
+    models = raw.get("fault_models") or list(PATTERNS)
+    if not isinstance(models, list) or not models or any(x not in PATTERNS for x in models):
+        raise UserError(f"'fault_models' must be a non-empty subset of {list(PATTERNS)}")
+    cfg["fault_models"] = list(dict.fromkeys(models))
+    if raw.get("layers") is not None:
+        if not isinstance(raw["layers"], list) or not all(isinstance(x, str) for x in raw["layers"]):
+            raise UserError("'layers' must be a list of layer names")
+        cfg["layers"] = list(raw["layers"])
+    if raw.get("bits") is not None:
+        bits = raw["bits"]
+        if not isinstance(bits, list) or not bits or not all(isinstance(b, int) and b >= 0
+                                                               for b in bits):
+            raise UserError("'bits' must be a list of non-negative integers")
+        cfg["bits"] = sorted(set(bits))
+    for key, default, kind in (("margin", 0.05, float), ("confidence", 0.99, float),
+                               ("p", 0.5, float), ("seed", 0, int), ("batch_size", 512, int),
+                               ("calibration_inputs", 256, int)):
+        value = raw.get(key, default)
+        try:
+            cfg[key] = kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"'{key}' must be a number, got {value!r}") from None
+    if not 0 < cfg["margin"] < 1 or not 0 < cfg["confidence"] < 1 or not 0 < cfg["p"] < 1:
+        raise UserError("'margin', 'confidence' and 'p' must lie strictly between 0 and 1")
+    if cfg["batch_size"] < 1 or cfg["calibration_inputs"] < 1:
+        raise UserError("'batch_size' and 'calibration_inputs' must be positive")
+    for key in ("inputs", "faults"):
+        if raw.get(key) is not None:
+            if not isinstance(raw[key], int) or raw[key] < 1:
+                raise UserError(f"'{key}' must be a positive integer, got {raw[key]!r}")
+            cfg[key] = raw[key]
+    tol = raw.get("tolerance") or {}
+    if not isinstance(tol, dict) or set(tol) - {"atol", "rtol"}:
+        raise UserError("'tolerance' must be a mapping with atol and/or rtol")
+    cfg["tolerance"] = {"atol": float(tol.get("atol", 1e-6)), "rtol": float(tol.get("rtol", 1e-5))}
+    return cfg
+
+
+class FaultSpace:
+    """Mixed-radix numbering of every (pattern, line, PE, bit, polarity) of one array."""
+
+    def __init__(self, array: SystolicArray, lines, patterns, bits=None):
+        self.array = array
+        self.pes = array.pes
+        self.groups = []  # (pattern, line, bits, polarities)
+        for pattern in patterns:
+            for line in lines:
+                width = array.line_dtype(line).itemsize * 8
+                line_bits = [b for b in (bits if bits is not None else range(width)) if b < width]
+                if not line_bits:
+                    continue
+                pols = (0, 1) if pattern == "stuck_at" else (None,)
+                self.groups.append((pattern, line, line_bits, pols))
+        if not self.groups:
+            raise UserError("no fault fits: every requested bit is beyond the registers' widths")
+        self.sizes = [len(self.pes) * len(b) * len(p) for _, _, b, p in self.groups]
+        self.size = int(sum(self.sizes))
+
+    def fault(self, index: int) -> tuple[str, dict[str, Any]]:
+        """(pattern, params) of fault number `index` of the population."""
+        for (pattern, line, bits, pols), size in zip(self.groups, self.sizes, strict=True):
+            if index < size:
+                pe, rest = divmod(index, len(bits) * len(pols))
+                b, pol = divmod(rest, len(pols))
+                x, y = self.pes[pe].tolist()
+                return pattern, {"line": line, "x": x, "y": y, "bit": bits[b],
+                                 "polarity": pols[pol]}
+            index -= size
+        raise IndexError(index)
+
+
+def make_fault(pattern: str, params: dict[str, Any]):
+    """The fault object for a stored (pattern, params) pair."""
+    if pattern == "stuck_at":
+        return StuckAt(params["line"], params["x"], params["y"], params["bit"], params["polarity"])
+    return BitFlip(params["line"], params["x"], params["y"], params["bit"])
+
+
+def _load_npz(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} file not found: {p}")
+    with np.load(p) as data:
+        if "x" not in data:
+            raise UserError(f"{p} has no array 'x'")
+        return data["x"].astype(np.float32), (data["y"] if "y" in data else None)
+
+
+def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = None,
+                          seed: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) a systolic campaign; return {'db', 'report' (files), 'heatmap', ...}.
+
+    `config` is a dict as `load_systolic_config` returns (or `validate_config` accepts; relative
+    paths are then taken from the current folder). `out_dir` and `seed` override the config.
+    Results go to ``<out_dir>/results.sqlite``; the report to ``<out_dir>/report``.
+    """
+    import keras  # heavy: only when a campaign really runs
+
+    from classes_tool.campaign.outcomes import classify
+    from classes_tool.campaign.report import plot_heatmap, write_report
+    from classes_tool.campaign.stats import leveugle_sample_size
+    from classes_tool.campaign.store import ResultStore, rows_from_classification
+    from classes_tool.systolic.layers import calibrate, compatible_layers, predict, replace_layers
+
+    cfg = validate_config({k: v for k, v in config.items()}, base_dir=".")
+    if seed is not None:
+        cfg["seed"] = int(seed)
+    out = Path(out_dir if out_dir is not None else cfg.get("output", "runs/systolic"))
+    model_path = Path(cfg["model"])
+    if not model_path.is_file():
+        raise UserError(f"model file not found: {model_path}")
+    model = keras.models.load_model(model_path, compile=False)
+    x, y = _load_npz(cfg["data"], "data")
+    if cfg.get("inputs"):
+        x, y = x[:cfg["inputs"]], (None if y is None else y[:cfg["inputs"]])
+    array = SystolicArray(**cfg["array"])
+    compatible = compatible_layers(model)
+    layers = cfg.get("layers") or compatible
+    for name in layers:
+        if name not in compatible:
+            raise UserError(f"layer {name!r} is not a Conv2D/Dense of the model; compatible: "
+                            f"{', '.join(compatible)}")
+    calib = None
+    if array.in_dtype.kind in "iu":
+        calib = x if cfg.get("calibration") is None else _load_npz(cfg["calibration"],
+                                                                   "calibration")[0]
+        calib = calib[:cfg["calibration_inputs"]]
+    space = FaultSpace(array, cfg["lines"], cfg["fault_models"], cfg.get("bits"))
+    plan = []  # (layer, fault indices in the population)
+    offset = 0
+    population, offsets = {}, {}
+    for t, name in enumerate(layers):
+        n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
+            space.size, cfg["margin"], cfg["confidence"], cfg["p"])
+        n = min(n, space.size)
+        order = np.random.default_rng([cfg["seed"], t]).permutation(space.size)[:n]
+        plan.append((name, order))
+        population[name], offsets[name] = space.size, offset
+        offset += n
+    meta = {"target": "systolic", "model": str(model_path), "data": cfg["data"],
+            "inputs": int(len(x)), "seed": cfg["seed"], "array": array.config(),
+            "lines": cfg["lines"], "fault_models": cfg["fault_models"],
+            "bits": cfg.get("bits"), "population": population, "margin": cfg["margin"],
+            "confidence": cfg["confidence"], "p": cfg["p"], "tolerance": cfg["tolerance"],
+            "layers": layers}
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "results.sqlite"
+    started = time.perf_counter()
+    total_faults = offset
+    done_faults = 0
+    with ResultStore(db, meta=json.loads(json.dumps(meta))) as store:
+        done = store.done_pairs()
+        for name, order in plan:
+            sys_model = replace_layers(model, [name], array)
+            if calib is not None:
+                calibrate(sys_model, calib)
+            array.clear_faults()
+            golden = predict(sys_model, x, cfg["batch_size"])
+            for i, pop_index in enumerate(order.tolist()):
+                fault_index = offsets[name] + i
+                done_faults += 1
+                if all((fault_index, k) in done for k in range(len(x))):
+                    continue
+                pattern, params = space.fault(pop_index)
+                array.clear_faults()
+                array.add_fault(make_fault(pattern, params))
+                faulty = predict(sys_model, x, cfg["batch_size"])
+                array.clear_faults()
+                cls = classify(golden, faulty, **cfg["tolerance"])
+                rows = rows_from_classification([fault_index] * len(x), range(len(x)), cls,
+                                                None if y is None else y.tolist())
+                store.add([{"fault_index": fault_index, "target": name, "pattern": pattern,
+                            "params": params}], rows)
+                if not quiet and (done_faults % 25 == 0 or done_faults == total_faults):
+                    print(f"[systolic] {done_faults}/{total_faults} faults "
+                          f"({time.perf_counter() - started:.1f} s)", flush=True)
+    report_dir = out / "report"
+    files = write_report(db, report_dir, group_params=["line", "bit"],
+                         confidence=cfg["confidence"])
+    heatmap = plot_heatmap(db, "x", "y", report_dir / "pe_heatmap_critical_sdc.png",
+                           outcome="critical_sdc")
+    if not quiet:
+        print(f"[systolic] results: {db}\n[systolic] report: {report_dir}")
+    return {"db": db, "report": files, "heatmap": heatmap, "faults": total_faults,
+            "inputs": int(len(x)), "population": population}
+
+
+def run_systolic_config(path: str | Path, out_dir: str | Path | None = None,
+                        seed: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Load a YAML config (paths relative to it) and run the campaign: what the CLI calls."""
+    return run_systolic_campaign(load_systolic_config(path), out_dir=out_dir, seed=seed, quiet=quiet)

@@ -1,0 +1,113 @@
+"""Systolic campaign: sizing, store contents, resume, report files, config validation."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from classes_tool.campaign.stats import leveugle_sample_size
+from classes_tool.errors import UserError
+from classes_tool.systolic import SystolicArray
+from classes_tool.systolic.campaign import (
+    FaultSpace,
+    load_systolic_config,
+    make_fault,
+    run_systolic_campaign,
+)
+from classes_tool.systolic.layers import calibrate, predict, replace_layers
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    inp = keras.Input((5, 5, 1))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(4, activation="softmax", name="fc")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.random((6, 5, 5, 1)).astype(np.float32), y=np.arange(6) % 4)
+    return model_path, data
+
+
+def test_fault_space_enumerates_everything_once():
+    array = SystolicArray(2, 2, 2, "output_stationary", in_dtype="int8")
+    space = FaultSpace(array, ["a", "c"], ["stuck_at", "bit_flip"])
+    assert space.size == 4 * (8 * 2 + 32 * 2 + 8 + 32)
+    seen = {(p, tuple(sorted(d.items()))) for p, d in map(space.fault, range(space.size))}
+    assert len(seen) == space.size
+
+
+def test_campaign_store_resume_and_report(tmp_path):
+    model_path, data = _files(tmp_path)
+    config = {"target": "systolic", "model": str(model_path), "data": str(data),
+              "array": {"n1": 2, "n2": 2, "n3": 4, "dataflow": "output_stationary",
+                        "in_dtype": "int8"},
+              "layers": ["conv", "fc"], "lines": ["a", "c"], "bits": [3, 6, 30],
+              "margin": 0.3, "confidence": 0.9}
+    out = tmp_path / "run"
+    result = run_systolic_campaign(config, out, seed=3, quiet=True)
+    pop = result["population"]["conv"]
+    n = leveugle_sample_size(pop, 0.3, 0.9)
+    assert result["faults"] == 2 * n
+    con = sqlite3.connect(result["db"])
+    faults = con.execute("SELECT fault_index, target, pattern, params FROM faults").fetchall()
+    assert len(faults) == 2 * n
+    assert {f[1] for f in faults} == {"conv", "fc"}
+    assert {f[2] for f in faults} <= {"stuck_at", "bit_flip"}
+    assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2 * n * 6
+    con.close()
+    for name in ("summary.md", "by_param_line.md", "by_param_bit.md"):
+        assert result["report"][name].is_file()
+    assert result["heatmap"].is_file()
+    # a stored outcome agrees with running that fault by hand
+    fi, target, pattern, params = faults[0]
+    model = keras.models.load_model(model_path)
+    array = SystolicArray(2, 2, 4, "output_stationary", in_dtype="int8")
+    sys_model = replace_layers(model, [target], array)
+    x = np.load(data)["x"]
+    calibrate(sys_model, x)
+    golden = predict(sys_model, x)
+    array.add_fault(make_fault(pattern, json.loads(params)))
+    faulty = predict(sys_model, x)
+    con = sqlite3.connect(result["db"])
+    stored = con.execute("SELECT input_index, faulty_top1 FROM results WHERE fault_index = ? "
+                         "ORDER BY input_index", (fi,)).fetchall()
+    masked = con.execute("SELECT COUNT(*) FROM results WHERE fault_index = ? AND outcome = "
+                         "'masked'", (fi,)).fetchone()[0]
+    con.close()
+    assert [s[1] for s in stored] == faulty.argmax(1).tolist()
+    assert (masked == 6) == np.allclose(golden, faulty, atol=1e-6, rtol=1e-5)
+    # resuming adds nothing and keeps the same fault plan
+    again = run_systolic_campaign(config, out, seed=3, quiet=True)
+    con = sqlite3.connect(again["db"])
+    assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2 * n * 6
+    con.close()
+
+
+def test_config_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("target: systolic\nmodel: m.h5\ndata: d.npz\nlines: [a, z]\n")
+    with pytest.raises(UserError, match="lines"):
+        load_systolic_config(path)
+    path.write_text("target: systolic\nmodel: m.h5\ndata: d.npz\nwhat: 1\n")
+    with pytest.raises(UserError, match="unknown config key"):
+        load_systolic_config(path)
+    path.write_text("target: systolic\nmodel: m.h5\ndata: d.npz\narray: {dataflow: [[1,0,0],[0,1,0],[0,1,0]]}\n")
+    with pytest.raises(UserError, match="singular"):
+        load_systolic_config(path)
+    path.write_text("target: systolic\nmodel: sub/m.h5\ndata: d.npz\n")
+    cfg = load_systolic_config(path)
+    assert Path(cfg["model"]) == tmp_path / "sub" / "m.h5"
+
+
+def test_demo_config_is_valid():
+    cfg = load_systolic_config(Path(__file__).resolve().parents[2] / "configs" / "systolic_demo.yaml")
+    assert cfg["array"]["in_dtype"] == "int8" and cfg["layers"] == ["conv2", "fc1"]
