@@ -28,10 +28,10 @@ def _quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def _shape_list(text: str) -> list[tuple[int, ...]]:
-    """'3,48,192' or '3,48,192;4' -> one shape per input."""
+def _shape(text: str) -> tuple[int, ...]:
+    """'3,48,192' -> (3, 48, 192): one model input's shape without the batch axis."""
     try:
-        return [tuple(int(d) for d in part.split(",")) for part in text.split(";") if part]
+        return tuple(int(d) for d in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': use e.g. 3,224,224") from None
 
@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="describe a model's graph as JSON")
     p.add_argument("model")
     p.add_argument("-o", "--output", help="JSON file (default: print)")
-    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.add_argument("--input-shape", type=_shape, action="append",
+                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
+                   "(repeat per input)")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("sites", help="generate injection sites into a .npz")
@@ -124,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_selection(p)
     _add_site_options(p)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.add_argument("--input-shape", type=_shape, action="append",
+                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
+                   "(repeat per input)")
     p.set_defaults(func=cmd_sites)
 
     p = sub.add_parser("patch", help="write a copy of a model with ErrorSimulator layers")
@@ -135,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inactive", action="store_true",
                    help="save with injection off (turn on with classes_tool.set_injection)")
     p.add_argument("-o", "--output", required=True, help="patched model (.h5 or .keras)")
-    p.add_argument("--input-shape", type=_shape_list, help="ONNX only: fix input shapes")
+    p.add_argument("--input-shape", type=_shape, action="append",
+                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
+                   "(repeat per input)")
     p.set_defaults(func=cmd_patch)
 
     p = sub.add_parser("demo", help="patch and evaluate the shipped example")

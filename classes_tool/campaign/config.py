@@ -1,0 +1,183 @@
+"""Campaign configuration: a YAML file, every key validated, unknown keys refused.
+
+Paths in the file are relative to the file's own folder, so a config can be run from anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from classes_tool.errors import UserError
+
+KEYS = {
+    "target": "what is simulated: 'layers' (ErrorSimulator, default), 'systolic' or 'snn'",
+    "model": "model file (.h5, .keras or .onnx)",
+    "data": ".npz with 'x' (or one array per input) and optional 'y'; 'example' = shipped digits",
+    "inputs": "how many inputs of the data to use (default: all)",
+    "targets": "{nodes: [names], types: [layer classes]} where faults are injected",
+    "error_model": "'auto' (by layer type), a shipped model name, or a CLASSES JSON path",
+    "faults": "fault budget per target (instead of margin)",
+    "margin": "statistical margin e of the Leveugle sample size (default 0.05)",
+    "confidence": "confidence of the sizing and the intervals (default 0.99)",
+    "p": "estimated failure probability for the sizing (default 0.5)",
+    "seed": "seed of every fault (default 0)",
+    "batch_size": "(fault, input) pairs per forward pass (default 256)",
+    "output": "output folder (default runs/<config name>)",
+    "calibration": ".npz for the normal value ranges (default: the campaign data)",
+    "value_range": "[low, high] normal range for all targets instead of calibration",
+    "tolerance": "{atol, rtol} under which outputs count as equal (default 1e-6, 1e-5)",
+    "output_name": "which model output is scored (default: the first)",
+    "input_shape": "ONNX only: fixed input shapes, one list per input",
+}
+ALLOWED_TARGETS = ("layers", "systolic", "snn")
+
+
+@dataclass
+class CampaignConfig:
+    """A validated layer-campaign configuration (paths resolved)."""
+
+    model: Path
+    data: Path
+    targets: dict[str, list[str]]
+    output: Path
+    inputs: int | None = None
+    error_model: str = "auto"
+    faults: int | None = None
+    margin: float = 0.05
+    confidence: float = 0.99
+    p: float = 0.5
+    seed: int = 0
+    batch_size: int = 256
+    calibration: Path | None = None
+    value_range: tuple[float, float] | None = None
+    tolerance: dict[str, float] = field(default_factory=lambda: {"atol": 1e-6, "rtol": 1e-5})
+    output_name: str | None = None
+    input_shape: list[tuple[int, ...]] | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the campaign's results (a resumed run must match it)."""
+        data = asdict(self)
+        data.pop("output")
+        data.pop("batch_size")  # results do not depend on it
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{path} is not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys to values")
+    return raw
+
+
+def _number(raw: dict, key: str, kind: type, low: float | None = None,
+            high: float | None = None, default: Any = None) -> Any:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not float(value).is_integer()):
+        raise UserError(f"config key '{key}' must be {'an integer' if kind is int else 'a number'}"
+                        f", got {value!r}")
+    value = kind(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise UserError(f"config key '{key}' must be within [{low}, {high}], got {value}")
+    return value
+
+
+def _path(base: Path, value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise UserError(f"config key '{key}' must be a path, got {value!r}")
+    path = Path(value)
+    return path if path.is_absolute() else (base / path)
+
+
+def _names(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"config key '{key}' must be a name or a list of names")
+    return value
+
+
+def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None = None,
+                 seed: int | None = None) -> CampaignConfig:
+    """Validate a layer-campaign config; `out`/`seed` override the file's values."""
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise UserError(f"unknown config key '{unknown[0]}' in {source}; allowed: "
+                        f"{', '.join(KEYS)}")
+    base = Path(source).resolve().parent
+    for key in ("model", "data", "targets"):
+        if key not in raw:
+            raise UserError(f"config {source} needs '{key}' ({KEYS[key]})")
+    targets = raw["targets"]
+    if isinstance(targets, (str, list)):
+        targets = {"nodes": _names(targets, "targets")}
+    if not isinstance(targets, dict) or set(targets) - {"nodes", "types"} or not targets:
+        raise UserError("config key 'targets' must be {nodes: [...], types: [...]}")
+    targets = {"nodes": _names(targets.get("nodes", []), "targets.nodes"),
+               "types": _names(targets.get("types", []), "targets.types")}
+    data = raw["data"]
+    from classes_tool.data import EXAMPLE_DATA
+
+    data_path = EXAMPLE_DATA if data == "example" else _path(base, data, "data")
+    tolerance = raw.get("tolerance", {"atol": 1e-6, "rtol": 1e-5})
+    if not isinstance(tolerance, dict) or set(tolerance) - {"atol", "rtol"}:
+        raise UserError("config key 'tolerance' must be {atol: number, rtol: number}")
+    tolerance = {"atol": _number(tolerance, "atol", float, 0, None, 1e-6),
+                 "rtol": _number(tolerance, "rtol", float, 0, None, 1e-5)}
+    value_range = raw.get("value_range")
+    if value_range is not None:
+        if not (isinstance(value_range, list) and len(value_range) == 2):
+            raise UserError("config key 'value_range' must be [low, high]")
+        value_range = (float(value_range[0]), float(value_range[1]))
+    input_shape = raw.get("input_shape")
+    if input_shape is not None:
+        if not (isinstance(input_shape, list) and input_shape):
+            raise UserError("config key 'input_shape' must be a list of shapes")
+        if all(isinstance(d, int) for d in input_shape):
+            input_shape = [input_shape]
+        input_shape = [tuple(int(d) for d in s) for s in input_shape]
+    error_model = raw.get("error_model", "auto")
+    if not isinstance(error_model, str):
+        raise UserError("config key 'error_model' must be a name or a path")
+    if error_model.endswith(".json"):
+        error_model = str(_path(base, error_model, "error_model"))
+    config = CampaignConfig(
+        model=_path(base, raw["model"], "model"),
+        data=data_path,
+        targets=targets,
+        output=Path(out) if out is not None else (
+            _path(base, raw["output"], "output") if "output" in raw
+            else Path("runs") / Path(str(source)).stem),
+        inputs=_number(raw, "inputs", int, 1),
+        error_model=error_model,
+        faults=_number(raw, "faults", int, 1),
+        margin=_number(raw, "margin", float, 1e-6, 0.5, 0.05),
+        confidence=_number(raw, "confidence", float, 0.5, 0.999999, 0.99),
+        p=_number(raw, "p", float, 0.0, 1.0, 0.5),
+        seed=int(seed) if seed is not None else _number(raw, "seed", int, 0, None, 0),
+        batch_size=_number(raw, "batch_size", int, 1, None, 256),
+        calibration=_path(base, raw["calibration"], "calibration") if raw.get("calibration")
+        else None,
+        value_range=value_range,
+        tolerance=tolerance,
+        output_name=raw.get("output_name"),
+        input_shape=input_shape,
+    )
+    if not config.model.exists():
+        raise UserError(f"model file not found: {config.model}")
+    if not config.targets["nodes"] and not config.targets["types"]:
+        raise UserError("config key 'targets' names no node and no layer type")
+    return config

@@ -1,0 +1,287 @@
+"""The layer campaign: golden and faulty inference, outcome classes, results stored per batch.
+
+Speed by design:
+- every sample of a batch carries its own fault (the pair (fault, input) is the unit of work),
+  so one forward pass evaluates `batch_size` faults;
+- "delayed start": the golden activations at the injection point (and every other tensor the
+  rest of the network reads) are computed once per input; each fault runs only the suffix of the
+  network after the injected node;
+- golden scores are computed once per input, through the same suffix, so a fault that changes
+  nothing compares equal bit for bit.
+
+Determinism: fault i of target T uses site i of T, drawn from (seed, T, i) alone; the pairs of a
+target are enumerated (fault-major) and cut into batches at fixed positions, so a resumed
+campaign recomputes exactly the batches an uninterrupted one computes, and the batch size changes
+no outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classes_tool.campaign.config import CampaignConfig, parse_config, read_yaml
+from classes_tool.campaign.outcomes import classify
+from classes_tool.campaign.stats import leveugle_sample_size
+from classes_tool.campaign.store import ResultStore, rows_from_classification
+from classes_tool.data import labels, load_npz, model_inputs
+from classes_tool.errors import UserError
+from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
+from classes_tool.simulator.error_model import load_error_model
+
+RESULTS_DB = "results.db"
+
+
+@dataclass
+class TargetPlan:
+    """Everything the campaign needs to run the faults of one target."""
+
+    name: str
+    offset: int  # global index of its first fault
+    faults: int
+    population: int
+
+
+def descendants(graph: ModelGraph, name: str) -> set[str]:
+    """Nodes that (transitively) read the output of `name`."""
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        current = frontier.pop()
+        for consumer in graph.consumers(current):
+            if consumer not in found:
+                found.add(consumer)
+                frontier.append(consumer)
+    return found
+
+
+def suffix_graph(graph: ModelGraph, shapes: dict[str, tuple[int, ...]], target: str,
+                 output: TensorRef) -> tuple[ModelGraph, list[str]] | None:
+    """The part of the network after `target`, as a graph whose inputs are `target` itself and
+    every other tensor that part reads (None if `output` does not depend on `target`)."""
+    after = descendants(graph, target)
+    if output.layer != target and output.layer not in after:
+        return None
+    needed: list[str] = [target]
+    for node in graph.nodes:
+        if node.name in after:
+            for ref in node.refs():
+                if ref.layer not in after and ref.layer not in needed:
+                    if ref.index != 0:
+                        raise UserError(f"delayed start after '{target}' needs output "
+                                        f"{ref.index} of '{ref.layer}'; multi-output layers are "
+                                        "not supported there")
+                    needed.append(ref.layer)
+    nodes = [Node(name=n, class_name="InputLayer", config={}, input_shape=shapes[n])
+             for n in needed]
+    nodes += [n for n in graph.nodes if n.name in after]
+    sub = ModelGraph(name=f"after_{target}", nodes=nodes, inputs=needed,
+                     outputs=[TensorRef(output.layer, output.index)],
+                     weights={k: v for k, v in graph.weights.items() if k in after})
+    return sub, needed
+
+
+class Campaign:
+    """A fault-injection campaign on the layers of a model (Python twin of `classes-tool
+    campaign`): `Campaign("configs/demo.yaml").run()` then `.results()`."""
+
+    def __init__(self, config: str | Path | dict[str, Any] | CampaignConfig,
+                 out: str | Path | None = None, seed: int | None = None,
+                 quiet: bool = False, source: str | Path = "campaign.yaml"):
+        if isinstance(config, CampaignConfig):
+            self.config = config
+        else:
+            if not isinstance(config, dict):
+                source, config = config, read_yaml(config)
+            config = {k: v for k, v in config.items() if k != "target"}
+            self.config = parse_config(config, source, out=out, seed=seed)
+        self.quiet = quiet
+        self.db_path = Path(self.config.output) / RESULTS_DB
+
+    # -- planning -----------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        from classes_tool import patcher
+
+        cfg = self.config
+        self.loaded = patcher.load(cfg.model, cfg.input_shape)
+        data = load_npz(cfg.data)
+        self.inputs = [a[: cfg.inputs] for a in model_inputs(self.loaded.model, data,
+                                                              str(cfg.data))]
+        y = labels(data)
+        self.labels = None if y is None else y[: cfg.inputs]
+        self.n_inputs = len(self.inputs[0])
+        self.targets = patcher.select_targets(self.loaded.graph, cfg.targets["nodes"],
+                                              cfg.targets["types"])
+        outputs = self.loaded.graph.outputs
+        if cfg.output_name is not None:
+            matches = [r for r in outputs if r.layer == cfg.output_name]
+            if not matches:
+                raise UserError(f"'{cfg.output_name}' is not a model output "
+                                f"({', '.join(r.layer for r in outputs)})")
+            self.output = matches[0]
+        else:
+            self.output = outputs[0]
+        self.plans: list[TargetPlan] = []
+        offset = 0
+        for t in self.targets:
+            model = load_error_model(patcher.error_model_name(self.loaded.graph.node(t),
+                                                              cfg.error_model))
+            kinds = sum(len(spec["parameters"]) for spec in model.classes.values())
+            population = int(np.prod(self.loaded.shapes[t])) * kinds
+            n = (min(cfg.faults, population) if cfg.faults is not None else
+                 leveugle_sample_size(population, cfg.margin, cfg.confidence, cfg.p))
+            self.plans.append(TargetPlan(t, offset, n, population))
+            offset += n
+
+    def meta(self) -> dict[str, Any]:
+        return {**self.config.identity(), "kind": "layers",
+                "population": {p.name: p.population for p in self.plans},
+                "faults_per_target": {p.name: p.faults for p in self.plans},
+                "n_inputs": self.n_inputs}
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Run (or continue) the campaign; returns counts of outcomes per target."""
+        self._prepare()
+        if self.db_path.exists() and not resume:
+            raise UserError(f"{self.db_path} already exists: continue it with --resume, or "
+                            "choose another output folder (--out)")
+        from tqdm import tqdm
+
+        from classes_tool import patcher
+
+        calibration = self.config.calibration or self.config.data
+        ranges = (dict.fromkeys(self.targets, self.config.value_range)
+                  if self.config.value_range is not None
+                  else patcher.value_ranges(self.loaded, self.targets,
+                                            patcher.calibration_arrays(self.loaded, calibration)))
+        total = sum(p.faults for p in self.plans) * self.n_inputs
+        with ResultStore(self.db_path, meta=self.meta()) as store:
+            done = store.done_pairs()
+            bar = tqdm(total=total, initial=len(done), disable=self.quiet, unit="eval",
+                       desc="campaign", dynamic_ncols=True)
+            counts = {"critical_sdc": 0, "all": 0}
+            try:
+                for plan in self.plans:
+                    self._run_target(plan, ranges[plan.name], store, done, bar, counts)
+            finally:
+                bar.close()
+            store.export_csv(Path(self.config.output) / "results.csv")
+            return summarize(store)
+
+    def _run_target(self, plan: TargetPlan, value_range, store: ResultStore,
+                    done: set[tuple[int, int]], bar, counts: dict[str, int]) -> None:
+        import keras
+        import tensorflow as tf
+
+        from classes_tool import patcher
+        from classes_tool.simulator.layer import apply_sites
+        from classes_tool.simulator.sites import generate_sites
+
+        cfg, m = self.config, self.n_inputs
+        node = self.loaded.graph.node(plan.name)
+        model = load_error_model(patcher.error_model_name(node, cfg.error_model))
+        sites = generate_sites(model, plan.name, self.loaded.shapes[plan.name], value_range,
+                               plan.faults, cfg.seed)
+        pairs = plan.faults * m
+        batches = [(s, min(s + cfg.batch_size, pairs)) for s in range(0, pairs, cfg.batch_size)]
+        todo = [(s, e) for s, e in batches
+                if any((plan.offset + q // m, q % m) not in done for q in range(s, e))]
+        if not todo:
+            return
+        split = suffix_graph(self.loaded.graph, self.loaded.shapes, plan.name, self.output)
+        if split is None:  # the scored output does not depend on this node: all masked
+            faulty_fn = None
+            golden_scores = None
+        else:
+            from classes_tool.graph import build_model
+
+            sub, needed = split
+            suffix = build_model(sub)
+            full = self.loaded.model
+            prefix = keras.Model(full.inputs, [full.get_layer(n).output for n in needed])
+            acts = prefix.predict(self.inputs if len(self.inputs) > 1 else self.inputs[0],
+                                  verbose=0, batch_size=cfg.batch_size)
+            acts = acts if isinstance(acts, list) else [acts]
+            golden_scores = suffix.predict(acts if len(acts) > 1 else acts[0], verbose=0,
+                                           batch_size=cfg.batch_size)
+            positions, values, splits_t = (tf.constant(sites.positions),
+                                           tf.constant(sites.values), tf.constant(sites.splits))
+            max_positions = sites.max_positions
+
+            @tf.function(reduce_retracing=True)
+            def faulty_fn(first, rest, site_ids):
+                hit = apply_sites(first, site_ids, positions, values, splits_t, max_positions)
+                return suffix([hit, *rest] if rest else hit, training=False)
+
+        for start, end in todo:
+            q = np.arange(start, end)
+            local, inputs = q // m, q % m
+            if faulty_fn is None:
+                golden = np.zeros((len(q), 1), np.float32)
+                faulty = golden
+            else:
+                golden = golden_scores[inputs]
+                batch = [tf.constant(a[inputs]) for a in acts]
+                faulty = faulty_fn(batch[0], batch[1:], tf.constant(local, tf.int32)).numpy()
+            classified = classify(golden.reshape(len(q), -1), faulty.reshape(len(q), -1),
+                                  **cfg.tolerance)
+            rows = rows_from_classification(plan.offset + local, inputs, classified,
+                                            None if self.labels is None else self.labels[inputs])
+            faults = [{"fault_index": int(plan.offset + f), "target": plan.name,
+                       "pattern": sites.patterns[f],
+                       "params": {"site": int(f), "error_model": sites.error_model,
+                                  "positions": int(sites.splits[f + 1] - sites.splits[f])}}
+                      for f in np.unique(local)]
+            store.add(faults, rows)
+            new = sum((plan.offset + f, i) not in done for f, i in zip(local, inputs,
+                                                                         strict=True))
+            counts["all"] += len(q)
+            counts["critical_sdc"] += int((classified["outcome"] == "critical_sdc").sum())
+            bar.set_postfix_str(f"{plan.name} SDC-1 {counts['critical_sdc'] / counts['all']:.1%}",
+                                refresh=False)
+            bar.update(new)
+
+    def results(self):
+        """Every stored row (fault, input, outcome, ...): a pandas DataFrame if pandas is
+        installed, else a list of dicts."""
+        with ResultStore(self.db_path, must_exist=True) as store:
+            rows = store.results()
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows)
+
+
+def summarize(store: ResultStore) -> dict[str, Any]:
+    """Outcome counts per target from the store."""
+    summary: dict[str, dict[str, int]] = {}
+    for row in store.connection.execute(
+            "SELECT f.target, r.outcome, COUNT(*) FROM results r JOIN faults f "
+            "USING (fault_index) GROUP BY f.target, r.outcome"):
+        summary.setdefault(row[0], {})[row[1]] = row[2]
+    return summary
+
+
+def format_summary(summary: dict[str, dict[str, int]]) -> str:
+    """A plain-text table of outcome rates per target."""
+    from classes_tool.campaign.outcomes import OUTCOMES
+    from classes_tool.campaign.stats import wilson_interval
+
+    header = f"{'target':<24}{'evals':>9}" + "".join(f"{o:>16}" for o in OUTCOMES)
+    lines = [header, "-" * len(header)]
+    for target, counts in summary.items():
+        n = sum(counts.values())
+        cells = []
+        for o in OUTCOMES:
+            k = counts.get(o, 0)
+            low, high = wilson_interval(k, n, 0.95)
+            cells.append(f"{100 * k / n:6.2f}% ±{100 * max(high - k / n, k / n - low):4.1f}"
+                         if n else "-")
+        lines.append(f"{target:<24}{n:>9}" + "".join(f"{c:>16}" for c in cells))
+    lines.append("(rates per (fault, input) evaluation, ± half-width of the 95% Wilson interval)")
+    return "\n".join(lines)
