@@ -1,0 +1,164 @@
+"""The layer campaign end to end: delayed start equals the full patched model, determinism
+across batch sizes, resume after kill -9, config validation."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from conftest import MODELS
+
+import classes_tool
+from classes_tool.campaign.runner import Campaign, suffix_graph
+from classes_tool.cli import main
+from classes_tool.errors import UserError
+from classes_tool.graph import build_model, read_model
+from classes_tool.graph.model_graph import TensorRef
+
+
+def _config(tmp_path, **extra):
+    cfg = {"model": str(MODELS / "digits_cnn.h5"), "data": str(MODELS / "digits_test.npz"),
+           "inputs": 6, "targets": {"nodes": ["conv2", "fc1"]}, "faults": 9, "seed": 5,
+           "batch_size": 16}
+    cfg.update(extra)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _rows(db):
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT r.*, f.target, f.pattern, f.params FROM results r JOIN "
+                            "faults f USING (fault_index) ORDER BY fault_index, "
+                            "input_index").fetchall()
+
+
+def test_suffix_graph_reads_every_tensor_it_needs():
+    graph = read_model(MODELS / "digits_cnn.h5")
+    from classes_tool.graph.transform import output_shapes
+
+    shapes = output_shapes(build_model(graph))
+    sub, needed = suffix_graph(graph, shapes, "conv2", TensorRef("fc2"))
+    # conv3 -> residual also needs conv1, which is not after conv2
+    assert needed == ["conv2", "conv1"]
+    assert "conv1" not in [n.name for n in sub.nodes if not n.is_input]
+    assert suffix_graph(graph, shapes, "fc2", TensorRef("fc2"))[1] == ["fc2"]
+
+
+def test_results_equal_the_full_patched_model_with_the_same_sites(tmp_path):
+    """Delayed start must not change anything: replay fault i through the whole patched
+    model with site i forced, and compare the stored top-1s."""
+    cfg = _config(tmp_path, targets={"nodes": ["conv2"]})
+    campaign = Campaign(cfg, out=tmp_path / "run", quiet=True)
+    campaign.run()
+    rows = campaign.results()
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    patched = tmp_path / "p.h5"
+    value_range = None
+    from classes_tool import patcher
+
+    loaded = patcher.load(MODELS / "digits_cnn.h5")
+    value_range = patcher.value_ranges(loaded, ["conv2"],
+                                       [np.load(MODELS / "digits_test.npz")["x"][:6]])["conv2"]
+    assert main(["patch", str(MODELS / "digits_cnn.h5"), "--after", "conv2", "--sites", "9",
+                 "--seed", "5", "--range", f"{value_range[0]!r},{value_range[1]!r}",
+                 "-o", str(patched)]) == 0
+    model = keras.models.load_model(patched)
+    x = np.load(MODELS / "digits_test.npz")["x"][:6]
+    for fault in range(9):
+        classes_tool.set_sites(model, [fault] * 6)
+        top1 = model.predict(x, verbose=0).argmax(1)
+        stored = [r["faulty_top1"] for r in rows if r["fault_index"] == fault]
+        assert list(top1) == stored
+
+
+def test_same_seed_same_results_whatever_the_batch_size(tmp_path):
+    a = Campaign(_config(tmp_path, batch_size=7), out=tmp_path / "a", quiet=True)
+    b = Campaign(_config(tmp_path, batch_size=64), out=tmp_path / "b", quiet=True)
+    a.run()
+    b.run()
+    ra, rb = _rows(tmp_path / "a" / "results.db"), _rows(tmp_path / "b" / "results.db")
+    assert len(ra) == len(rb) == 2 * 9 * 6
+    for x, y in zip(ra, rb, strict=True):
+        assert x[:4] == y[:4] and x[5:] == y[5:]  # everything but rel_error is identical
+        assert (x[4] is None and y[4] is None) or abs(x[4] - y[4]) <= 1e-3 * max(1, abs(x[4]))
+
+
+def test_existing_results_need_resume_and_a_matching_config(tmp_path):
+    Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run()
+    with pytest.raises(UserError, match="--resume"):
+        Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run()
+    with pytest.raises(UserError, match="different config"):
+        Campaign(_config(tmp_path), out=tmp_path / "r", seed=6, quiet=True).run(resume=True)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = _config(tmp_path, faults=60, inputs=20, batch_size=8,
+                  targets={"types": ["Conv2D"]})
+    clean = tmp_path / "clean"
+    Campaign(cfg, out=clean, quiet=True).run()
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen([sys.executable, "-m", "classes_tool.cli", "campaign", str(cfg),
+                             "--out", str(crashed), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = crashed / "results.db"
+    deadline = time.time() + 120
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0
+            if stored >= 400:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the campaign finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(_rows(db))
+    assert 0 < partial < 4 * 60 * 20
+    assert main(["campaign", str(cfg), "--out", str(crashed), "--resume", "--quiet"]) == 0
+    assert _rows(db) == _rows(clean / "results.db")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"wobble": 1}, "unknown config key 'wobble'"),
+    ({"seed": "seven"}, "'seed' must be an integer"),
+    ({"margin": 2}, "'margin' must be within"),
+    ({"targets": {"layers": ["conv1"]}}, "targets"),
+    ({"model": "missing.h5"}, "model file not found"),
+    ({"targets": {"nodes": ["nope"]}}, "no node named 'nope'"),
+    ({"data": "missing.npz"}, "data file not found"),
+])
+def test_config_errors_are_one_line_exit_2(tmp_path, capsys, change, message):
+    cfg = _config(tmp_path, **change)
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_invalid_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    assert main(["campaign", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_campaign_cli_then_report(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (tmp_path / "run" / "results.csv").is_file()
+    assert main(["report", str(tmp_path / "run" / "results.db"), "-o",
+                 str(tmp_path / "rep")]) == 0
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "conv2" in summary and "fc1" in summary
+    assert (tmp_path / "rep" / "outcomes_by_target.png").stat().st_size > 1000
