@@ -345,10 +345,43 @@ class SystolicArray:
         order = {line: sorted((f for f in self._faults if f.line == line), key=self._chain_key)
                  for line in ("a", "b")}
         c_faults = [f for f in self._faults if f.line == "c"]
-        values = self._sequential(A, B, gi, gj, hits, order, c_faults, nK)
+        if self.mac_dtype.kind == "i" and len(self._faults) == 1 and not c_faults:
+            values = self._int_delta(A, B, golden, gi, gj, hits[self._faults[0]])
+        else:
+            values = self._sequential(A, B, gi, gj, hits, order, c_faults, nK)
         out = golden.copy()
         out[gi, gj] = values
         return out
+
+    def _int_delta(self, A, B, golden, gi, gj, hit) -> np.ndarray:
+        """One integer a/b fault: golden + sum of (a'b' - ab) over the corrupted iterations only.
+
+        Exact because integer accumulation is modular, so the order of the terms is irrelevant
+        """
+        (fault,) = self._faults
+        e, kk, tk = hit
+        n3 = self.n3
+        K = A.shape[1]
+        if tk is None:
+            nK = -(-K // n3)
+            e = np.repeat(e, nK)
+            kg = np.repeat(kk, nK) + n3 * np.tile(np.arange(nK), len(kk))
+        else:
+            kg = tk * n3 + kk
+        inside = kg < K  # padded inner positions hold 0 on both operands
+        e, kg = e[inside], kg[inside]  # a corrupted padded operand still multiplies a clean 0
+        if fault.line == "a":
+            clean, other = A[gi[e], kg], B[kg, gj[e]]
+        else:
+            clean, other = B[kg, gj[e]], A[gi[e], kg]
+        terms = (fault.corrupt(clean).astype(np.int64) - clean.astype(np.int64)) * other
+        if self.in_dtype.itemsize == 1:  # |terms| < 2**16, so float64 sums stay exact
+            delta = np.bincount(e, weights=terms.astype(np.float64), minlength=len(gi))
+            delta = delta.astype(np.int64)
+        else:
+            delta = np.zeros(len(gi), dtype=np.int64)
+            np.add.at(delta, e, terms)
+        return (golden[gi, gj].astype(np.int64) + delta).astype(self.mac_dtype)
 
     def _sequential(self, A, B, gi, gj, hits, order, c_faults, nK) -> np.ndarray:
         """Recompute elements in the PE order: in-tile sequential sums, then tile sums, in chunks."""
@@ -365,7 +398,7 @@ class SystolicArray:
         E = len(gi)
         kk_order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
         out = np.empty(E, dtype=mac)
-        chunk = max(1, (1 << 18) // Kp)
+        chunk = max(1, (1 << 20) // Kp)  # about 4 MB per float32 operand block
         for s in range(0, E, chunk):
             t = min(E, s + chunk)
 
@@ -374,16 +407,16 @@ class SystolicArray:
                 lo, hi = np.searchsorted(e, [s, t])
                 return (slice(None) if tk is None else tk[lo:hi]), kk[lo:hi], e[lo:hi] - s
 
-            a = AT[:, gi[s:t]].reshape(nK, n3, t - s)
-            b = Bp[:, gj[s:t]].reshape(nK, n3, t - s)
+            a = np.take(AT, gi[s:t], axis=1).reshape(nK, n3, t - s)
+            b = np.take(Bp, gj[s:t], axis=1).reshape(nK, n3, t - s)
             for line, op in (("a", a), ("b", b)):
                 for f in order[line]:
                     where = part(f)
                     op[where] = f.corrupt(op[where])
-            # exact for ints; rounded to the accumulator dtype for floats (no fused multiply-add)
-            prod = a.astype(work, copy=False) * b.astype(work, copy=False)
             if integer and not c_faults:
-                out[s:t] = prod.sum(axis=(0, 1)).astype(mac)  # modular: order is irrelevant
+                # modular arithmetic: the order of the terms is irrelevant
+                out[s:t] = np.einsum("ke,ke->e", a.reshape(Kp, -1).astype(np.int64),
+                                     b.reshape(Kp, -1).astype(np.int64)).astype(mac)
                 continue
             c_masks = []
             for f in c_faults:
@@ -392,9 +425,14 @@ class SystolicArray:
                     m = np.zeros((nK, n3, t - s), dtype=bool)
                     m[where] = True
                     c_masks.append((f, m))
+            if a.dtype != work:
+                a, b = a.astype(work), b.astype(work)
             c = np.zeros((nK, t - s), dtype=work)
+            prod = np.empty((nK, t - s), dtype=work)
             for kk in kk_order:
-                c += prod[:, kk, :]
+                # product rounded to the accumulator dtype, then the sum (no fused multiply-add)
+                np.multiply(a[:, kk, :], b[:, kk, :], out=prod)
+                c += prod
                 for f, m in c_masks:
                     mk = m[:, kk, :]
                     if mk.any():
