@@ -189,3 +189,17 @@ def test_user_errors():
         f16.matmul(np.array([[1e6, 1]]), np.ones((2, 2)))
     with pytest.raises(UserError, match="shapes"):
         array.matmul(np.ones((2, 3), np.int8), np.ones((2, 2), np.int8))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+@pytest.mark.parametrize("dataflow", DATAFLOW_CASES, ids=[*DATAFLOWS, "custom"])
+def test_operand_faults_on_two_pes_of_one_line(dataflow, dtype):
+    # several a/b faults, no c fault: two faults on one line compose upstream first
+    array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype=dtype)
+    A, B = _inputs(dtype, seed=11)
+    pes = array.pes.tolist()
+    rng = np.random.default_rng(13)
+    for _ in range(4):
+        (x1, y1), (x2, y2), (x3, y3) = (pes[i] for i in rng.integers(len(pes), size=3))
+        _check(array, A, B, [BitFlip("a", x1, y1, 2), StuckAt("a", x2, y2, 2, 1),
+                             StuckAt("b", x3, y3, 5, 0)])
