@@ -4,6 +4,24 @@ Importing this package registers the spiking layers, so saved SNN models load wi
 `keras.models.load_model`.
 """
 
+from classes_tool.snn.campaign import Campaign
+from classes_tool.snn.faults import (
+    DeadNeuron,
+    DeadSynapse,
+    Fault,
+    FaultModel,
+    MembraneBitFlip,
+    MembraneStuck,
+    ParametricNeuron,
+    PerturbedSynapse,
+    RandomNeuron,
+    SaturatedNeuron,
+    SaturatedSynapse,
+    SpikeFlip,
+    StuckNeuron,
+    StuckSynapse,
+    SynapseBitFlip,
+)
 from classes_tool.snn.layers import (
     LIF,
     Readout,
@@ -16,6 +34,22 @@ from classes_tool.snn.layers import (
 )
 
 __all__ = [
+    "Campaign",
+    "DeadNeuron",
+    "DeadSynapse",
+    "Fault",
+    "FaultModel",
+    "MembraneBitFlip",
+    "MembraneStuck",
+    "ParametricNeuron",
+    "PerturbedSynapse",
+    "RandomNeuron",
+    "SaturatedNeuron",
+    "SaturatedSynapse",
+    "SpikeFlip",
+    "StuckNeuron",
+    "StuckSynapse",
+    "SynapseBitFlip",
     "LIF",
     "Readout",
     "latency_encode",

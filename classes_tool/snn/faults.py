@@ -245,6 +245,8 @@ def resolve(fault: Fault, site_shape: tuple[int, ...], time_steps: int, rng: np.
             params["bit"] = int(rng.integers(0, bits))
         if not 0 <= params["bit"] < bits:
             raise UserError(f"bit {params['bit']} outside 0..{bits - 1} for {fmt}")
+        if fmt == "int8":
+            params["zero_point"] = int(params.get("zero_point", 0))
         if fmt == "int8" and "scale" not in params:
             if kernel is not None:
                 params["scale"] = float(np.max(np.abs(kernel))) / 127.0 or 1.0

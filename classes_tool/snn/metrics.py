@@ -75,7 +75,8 @@ class Results:
         self.info = info
         c = classify_snn(self.golden_scores, self.scores)
         self.code, self.d = c["code"], c["d"]
-        self.golden_top1, self.faulty_top1 = c["golden_top1"], c["faulty_top1"]
+        self.golden_top1 = np.argmax(self.golden_scores, axis=-1)  # (N,)
+        self.faulty_top1 = c["faulty_top1"]  # (R, N)
 
     @property
     def n_rounds(self) -> int:

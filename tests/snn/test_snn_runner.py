@@ -1,0 +1,45 @@
+"""The YAML-config path: rounds from a dict, store rows, SNN tables and plots written."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import classes_tool.snn as snn  # noqa: E402
+from classes_tool.campaign.store import ResultStore  # noqa: E402
+from classes_tool.errors import UserError  # noqa: E402
+from classes_tool.snn.runner import run_snn_campaign_from_config  # noqa: E402
+
+
+def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch):
+    keras.utils.set_random_seed(2)
+    layers = [keras.layers.Dense(6, name="fc1"), snn.LIF(0.8, 0.5, name="lif1"),
+              keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
+    model = snn.unroll(layers, (6, 4))
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((10, 4)).astype(np.float32),
+             y=rng.integers(0, 3, 10))
+    monkeypatch.chdir(tmp_path)
+    config = {"target": "snn", "name": "t", "model": "m.keras", "data": "d.npz",
+              "encode": {"kind": "rate", "time_steps": 6, "seed": 1},
+              "rounds": [{"complete": {"fault": "dead_neuron", "layers": ["lif1"]}},
+                         {"complete": {"fault": {"name": "threshold", "factor": 0.5},
+                                       "layers": ["lif1"], "sampling_k": 2}},
+                         {"inject": [{"model": "dead_synapse", "layer": "td_fc2",
+                                      "sites": [[0, 1]]}]}]}
+    files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    with ResultStore(files["store"], must_exist=True) as store:
+        assert store.count() == (6 + 2 + 1) * 10
+        faults = store.faults()
+        assert {f["target"] for f in faults} == {"lif1", "td_fc2"}
+        assert {f["pattern"] for f in faults} == {"dead_neuron", "threshold", "dead_synapse"}
+    for key in ("accuracy_bins", "snn_heatmap_lif1_dead_neuron.png", "accuracy_vs_factor",
+                "snn_by_layer", "report/summary.md"):
+        assert files[key].exists() and files[key].stat().st_size > 0
+    assert "dead_neuron" in (tmp_path / "out" / "snn_by_fault_model.md").read_text()
+    with pytest.raises(UserError):
+        run_snn_campaign_from_config(dict(config, rounds=[{"bogus": {}}]), tmp_path / "o2")
