@@ -345,7 +345,9 @@ class SystolicArray:
         order = {line: sorted((f for f in self._faults if f.line == line), key=self._chain_key)
                  for line in ("a", "b")}
         c_faults = [f for f in self._faults if f.line == "c"]
-        if self.mac_dtype.kind == "i" and len(self._faults) == 1 and not c_faults:
+        dense = sum(len(e) * (nK if tk is None else 1) for e, _, tk in hits.values())
+        if (self.mac_dtype.kind == "i" and len(self._faults) == 1 and not c_faults
+                and 8 * dense < len(gi) * nK * self.n3):
             values = self._int_delta(A, B, golden, gi, gj, hits[self._faults[0]])
         else:
             values = self._sequential(A, B, gi, gj, hits, order, c_faults, nK)
@@ -391,11 +393,9 @@ class SystolicArray:
         mac = self.mac_dtype
         integer = mac.kind == "i"
         work = np.dtype(np.int64) if integer else mac
-        AT = np.zeros((Kp, A.shape[0]), dtype=self.in_dtype)
-        AT[:K] = A.T
-        Bp = np.zeros((Kp, B.shape[1]), dtype=self.in_dtype)
-        Bp[:K] = B
         E = len(gi)
+        # few elements: gather straight from A's rows; many: transpose A once
+        AT = A.T if 4 * E < A.shape[0] else np.ascontiguousarray(A.T)
         kk_order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
         out = np.empty(E, dtype=mac)
         chunk = max(1, (1 << 20) // Kp)  # about 4 MB per float32 operand block
@@ -407,12 +407,21 @@ class SystolicArray:
                 lo, hi = np.searchsorted(e, [s, t])
                 return (slice(None) if tk is None else tk[lo:hi]), kk[lo:hi], e[lo:hi] - s
 
-            a = np.take(AT, gi[s:t], axis=1).reshape(nK, n3, t - s)
-            b = np.take(Bp, gj[s:t], axis=1).reshape(nK, n3, t - s)
+            a = np.zeros((Kp, t - s), dtype=self.in_dtype)  # rows beyond K: the zero padding
+            b = np.zeros((Kp, t - s), dtype=self.in_dtype)
+            np.take(AT, gi[s:t], axis=1, out=a[:K])
+            np.take(B, gj[s:t], axis=1, out=b[:K])
+            a, b = a.reshape(nK, n3, t - s), b.reshape(nK, n3, t - s)
             for line, op in (("a", a), ("b", b)):
                 for f in order[line]:
                     where = part(f)
-                    op[where] = f.corrupt(op[where])
+                    if isinstance(where[0], slice) and 8 * len(where[1]) > n3 * (t - s):
+                        # dense hits: a masked whole-block update beats fancy indexing
+                        m = np.zeros((n3, t - s), dtype=bool)
+                        m[where[1], where[2]] = True
+                        np.copyto(op, f.corrupt(op), where=m[None])
+                    else:
+                        op[where] = f.corrupt(op[where])
             if integer and not c_faults:
                 # modular arithmetic: the order of the terms is irrelevant
                 out[s:t] = np.einsum("ke,ke->e", a.reshape(Kp, -1).astype(np.int64),
