@@ -203,3 +203,13 @@ def test_operand_faults_on_two_pes_of_one_line(dataflow, dtype):
         (x1, y1), (x2, y2), (x3, y3) = (pes[i] for i in rng.integers(len(pes), size=3))
         _check(array, A, B, [BitFlip("a", x1, y1, 2), StuckAt("a", x2, y2, 2, 1),
                              StuckAt("b", x3, y3, 5, 0)])
+
+
+def test_float16_inputs_with_float32_accumulator():
+    array = SystolicArray(2, 3, 2, "weight_stationary", in_dtype="float16", mac_dtype="float32")
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((3, 5)).astype(np.float16)
+    B = rng.standard_normal((5, 4)).astype(np.float16)
+    for x, y in array.pes.tolist()[:4]:
+        _check(array, A, B, [StuckAt("a", x, y, 13, 1)])
+        _check(array, A, B, [BitFlip("c", x, y, 25)])
