@@ -17,3 +17,10 @@ from classes_tool.simulator.layer import (  # noqa: E402  (after the environment
 
 __all__ = ["ErrorSimulator", "set_injection", "set_sites", "simulators"]
 __version__ = "0.1.0"
+
+# Register the layers of every target, so any file this tool writes loads after
+# `import classes_tool` (converted ONNX models, SNNs, systolic and fault-injection layers).
+from classes_tool.convert import layers as _convert_layers  # noqa: E402, F401
+from classes_tool.quant import layers as _quant_layers  # noqa: E402, F401
+from classes_tool.snn import layers as _snn_layers  # noqa: E402, F401
+from classes_tool.systolic import layers as _systolic_layers  # noqa: E402, F401

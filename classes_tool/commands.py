@@ -14,16 +14,21 @@ def cmd_campaign(args: argparse.Namespace) -> None:
     raw = read_yaml(args.config)
     target = raw.get("target", "layers")
     if target == "systolic":
-        from classes_tool.systolic.campaign import run_systolic_campaign
+        from classes_tool.systolic.campaign import load_systolic_config, run_systolic_campaign
 
-        run_systolic_campaign(raw, args.out, args.seed, args.quiet, source=args.config,
-                              resume=args.resume)
+        result = run_systolic_campaign(load_systolic_config(args.config), args.out, args.seed,
+                                       args.quiet)
+        print(f"results: {result.get('db')}")
         return
     if target == "snn":
-        from classes_tool.snn.campaign import run_snn_campaign_from_config
+        from classes_tool.snn.runner import run_snn_campaign_from_config
 
-        run_snn_campaign_from_config(raw, args.out, args.seed, args.quiet, source=args.config,
-                                     resume=args.resume)
+        raw = _rebase(raw, Path(args.config).resolve().parent, ("model", "data", "output"))
+        out = args.out or raw.get("output") or Path("runs") / Path(args.config).stem
+        written = run_snn_campaign_from_config(raw, out, args.seed or raw.get("seed", 0),
+                                               args.quiet)
+        for path in written.values():
+            print(f"wrote {path}")
         return
     if target != "layers":
         raise UserError(f"config key 'target' must be layers, systolic or snn, got {target!r}")
@@ -40,6 +45,46 @@ def cmd_campaign(args: argparse.Namespace) -> None:
         print(format_summary(summary))
     print(f"results: {campaign.db_path} (and results.csv); report with: classes-tool report "
           f"{campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
+
+
+def _rebase(raw: dict, base: Path, keys: tuple[str, ...]) -> dict:
+    """Make the config's relative paths relative to the config file's folder."""
+    return {k: (str(base / v) if k in keys and isinstance(v, str) and not Path(v).is_absolute()
+                else v) for k, v in raw.items()}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from classes_tool.quant.training import train_from_config
+
+    out = args.out or Path("runs") / Path(args.config).stem
+    for path in train_from_config(args.config, out, quiet=args.quiet).values():
+        print(f"wrote {path}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from classes_tool.quant.sweep import parse_probabilities, sweep_from_config
+
+    out = args.out or Path("runs") / f"{Path(args.config).stem}_sweep"
+    written = sweep_from_config(args.config, out, parse_probabilities(args.sweep_prob),
+                                seeds=args.seeds, quiet=args.quiet, model_path=args.model)
+    for path in written.values():
+        print(f"wrote {path}")
+
+
+def register_quant(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fault-aware training from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sweep", help="accuracy versus fault probability (quantized faults)")
+    p.add_argument("config")
+    p.add_argument("--sweep-prob", default="0,1,2,5,10", help="percentages, e.g. 0,1,2,5,10")
+    p.add_argument("--seeds", type=int, default=3, help="fault seeds per probability")
+    p.add_argument("--model", help="model to sweep instead of the config's")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -108,4 +153,4 @@ def register_convert(sub: argparse._SubParsersAction) -> None:
 
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    register_campaign, register_report, register_convert]
+    register_campaign, register_report, register_convert, register_quant]

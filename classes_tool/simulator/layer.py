@@ -26,17 +26,28 @@ MODE_RANDOM = 1
 MODE_FORCED = 2
 
 
+def _in_xla_context() -> bool:
+    """True while tracing for XLA (jit_compile), where shapes must be static."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()))
+    except (ImportError, AttributeError):  # private API moved: take the always-safe path
+        return True
+
+
 def apply_sites(x: tf.Tensor, site_ids: tf.Tensor, positions: tf.Tensor, values: tf.Tensor,
-                splits: tf.Tensor, max_positions: int) -> tf.Tensor:
+                splits: tf.Tensor, max_positions: int, static_shapes: bool | None = None
+                ) -> tf.Tensor:
     """Write site `site_ids[b]` into sample b of `x` (`site_ids[b] < 0` leaves sample b alone).
 
-    This is `out = where(mask_b, value_b, x_b)` for every sample b, done as one scatter on a
-    flattened copy with a spare column that absorbs the padding entries of shorter sites.
+    This is `out = where(mask_b, value_b, x_b)` for every sample b, done as one scatter.
+    Two equivalent ways: outside XLA, gather exactly the entries of the drawn sites (cost follows
+    the sites' real sizes: most are a few positions, a few span whole channels); under XLA,
+    where shapes must be static, a window as wide as the largest site, padding sent to a spare
+    column.
     """
-    shape = tf.shape(x)
-    batch = shape[0]
-    flat_size = int(np.prod(x.shape[1:]))
-    flat = tf.reshape(x, (batch, flat_size))
     if max_positions == 0:
         return x
     site_ids = tf.cast(site_ids, tf.int32)
@@ -45,6 +56,14 @@ def apply_sites(x: tf.Tensor, site_ids: tf.Tensor, positions: tf.Tensor, values:
     start = tf.gather(splits, safe_ids)
     length = tf.gather(splits, safe_ids + 1) - start
     length = tf.where(active, length, 0)
+    if static_shapes is None:
+        static_shapes = _in_xla_context()
+    if not static_shapes:
+        return _apply_ragged(x, start, length, positions, values)
+    shape = tf.shape(x)
+    batch = shape[0]
+    flat_size = int(np.prod(x.shape[1:]))
+    flat = tf.reshape(x, (batch, flat_size))
     offsets = tf.range(max_positions, dtype=tf.int32)
     index = start[:, None] + offsets[None, :]
     valid = offsets[None, :] < length[:, None]
@@ -57,6 +76,20 @@ def apply_sites(x: tf.Tensor, site_ids: tf.Tensor, positions: tf.Tensor, values:
     padded = tf.concat([flat, tf.zeros((batch, 1), dtype=x.dtype)], axis=1)
     updated = tf.tensor_scatter_nd_update(padded, scatter_index, val)
     return tf.reshape(updated[:, :flat_size], shape)
+
+
+def _apply_ragged(x: tf.Tensor, start: tf.Tensor, length: tf.Tensor, positions: tf.Tensor,
+                  values: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(x)
+    flat_size = int(np.prod(x.shape[1:]))
+    entries = tf.ragged.range(start, start + length)
+    index = entries.flat_values
+    rows = tf.cast(entries.value_rowids(), tf.int32)
+    target = rows * flat_size + tf.gather(positions, index)
+    flat = tf.reshape(x, (-1,))
+    updated = tf.tensor_scatter_nd_update(flat, target[:, None],
+                                          tf.cast(tf.gather(values, index), x.dtype))
+    return tf.reshape(updated, shape)
 
 
 @keras.saving.register_keras_serializable(package="classes_tool")

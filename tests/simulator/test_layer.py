@@ -90,3 +90,20 @@ def test_bad_site_arrays_are_refused():
     model = _model()
     with pytest.raises(ValueError):
         model.get_layer("sim").load_sites([1, 2], [1.0, 2.0], [0, 2])
+
+
+def test_ragged_and_static_paths_agree():
+    from classes_tool.simulator.layer import apply_sites
+
+    rng = np.random.default_rng(0)
+    sizes = [1, 40, 3, 0, 17]
+    splits = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    positions = np.concatenate([rng.choice(48, k, replace=False) for k in sizes]).astype(np.int32)
+    values = rng.normal(size=len(positions)).astype(np.float32)
+    x = tf.constant(rng.normal(size=(7, 4, 4, 3)).astype("float32"))
+    ids = tf.constant([0, 1, 2, 3, 4, -1, 1])
+    args = (x, ids, tf.constant(positions), tf.constant(values), tf.constant(splits), 40)
+    ragged = apply_sites(*args, static_shapes=False).numpy()
+    static = apply_sites(*args, static_shapes=True).numpy()
+    np.testing.assert_array_equal(ragged, static)
+    assert (ragged != x.numpy()).reshape(7, -1).sum(1).tolist() == [1, 40, 3, 0, 17, 0, 40]

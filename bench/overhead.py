@@ -1,0 +1,52 @@
+"""Overhead of the ErrorSimulator: patched inference (injection on, one random site per sample
+after every Conv2D) versus golden inference of the same ResNet-style CNN, batch 256, CPU.
+
+    python bench/overhead.py            # target: ratio <= 1.10
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from common import interleaved, random_images, resnet_cifar  # noqa: E402
+
+import classes_tool  # noqa: E402
+from classes_tool import patcher  # noqa: E402
+
+BATCH = 256
+SITES = 1000
+
+
+def main() -> None:
+    model = resnet_cifar()
+    x = tf.constant(random_images(BATCH))
+    with tempfile.TemporaryDirectory() as tmp:
+        original = Path(tmp) / "resnet.h5"
+        model.save(original)
+        patched_path = Path(tmp) / "patched.h5"
+        patcher.patch(original, patched_path, after_types=["Conv2D"], sites=SITES, seed=1,
+                      value_range=(-3.0, 3.0))
+        golden = keras.models.load_model(original)
+        patched = keras.models.load_model(patched_path)
+    n_sims = len(classes_tool.simulators(patched))
+    classes_tool.set_injection(patched, True)
+    golden_fn = tf.function(lambda t: golden(t, training=False))
+    patched_fn = tf.function(lambda t: patched(t, training=False))
+    golden_fn(x), patched_fn(x)  # trace once
+    best = interleaved({"golden": lambda: golden_fn(x).numpy(),
+                        "patched": lambda: patched_fn(x).numpy()}, rounds=5, repeats=3)
+    ratio = best["patched"] / best["golden"]
+    print(f"ResNet-style CNN, batch {BATCH}, {n_sims} ErrorSimulators x {SITES} sites, "
+          "injection on (a random site per sample in every one)")
+    print(f"overhead: ratio={ratio:.3f} (baseline golden {best['golden'] * 1e3:.1f} ms, "
+          f"ours patched {best['patched'] * 1e3:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
