@@ -358,7 +358,8 @@ class SystolicArray:
     def _int_delta(self, A, B, golden, gi, gj, hit) -> np.ndarray:
         """One integer a/b fault: golden + sum of (a'b' - ab) over the corrupted iterations only.
 
-        Exact because integer accumulation is modular, so the order of the terms is irrelevant
+        Exact because integer accumulation is modular, so the order of the terms is irrelevant.
+        Used when the corrupted iterations are a small part of the touched elements' work.
         """
         (fault,) = self._faults
         e, kk, tk = hit
@@ -377,7 +378,7 @@ class SystolicArray:
         else:
             clean, other = B[kg, gj[e]], A[gi[e], kg]
         terms = (fault.corrupt(clean).astype(np.int64) - clean.astype(np.int64)) * other
-        if self.in_dtype.itemsize == 1:  # |terms| < 2**16, so float64 sums stay exact
+        if self.in_dtype.itemsize == 1:  # |terms| < 2**15: float64 sums stay exact (K < 2**38)
             delta = np.bincount(e, weights=terms.astype(np.float64), minlength=len(gi))
             delta = delta.astype(np.int64)
         else:

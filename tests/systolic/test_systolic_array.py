@@ -213,3 +213,20 @@ def test_float16_inputs_with_float32_accumulator():
     for x, y in array.pes.tolist()[:4]:
         _check(array, A, B, [StuckAt("a", x, y, 13, 1)])
         _check(array, A, B, [BitFlip("c", x, y, 25)])
+
+
+@pytest.mark.parametrize("dataflow", ["weight_stationary", "input_stationary", "no_local_reuse"])
+def test_sparse_integer_faults_deep_array(dataflow):
+    # n3 = 12: a stationary or diagonal operand touches few inner steps of an element, which
+    # takes the sparse integer path; windows pick single tiles
+    array = SystolicArray(2, 2, 12, dataflow, in_dtype="int8")
+    rng = np.random.default_rng(8)
+    A = rng.integers(-128, 128, (3, 30)).astype(np.int8)
+    B = rng.integers(-128, 128, (30, 3)).astype(np.int8)
+    pes = array.pes.tolist()
+    for index in range(6):
+        x, y = pes[rng.integers(len(pes))]
+        window = None if index % 2 == 0 else (array.period, 3 * array.period)
+        for line in "ab":
+            _check(array, A, B, [StuckAt(line, x, y, int(rng.integers(8)), index % 2,
+                                         window=window)])
