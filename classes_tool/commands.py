@@ -43,8 +43,8 @@ def cmd_campaign(args: argparse.Namespace) -> None:
         raise
     if not args.quiet:
         print(format_summary(summary))
-    print(f"results: {campaign.db_path} (and results.csv); report with: classes-tool report "
-          f"{campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
+    print(f"results: {campaign.db_path}; report (tables, plots, --csv) with: classes-tool "
+          f"report {campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
 
 
 def _rebase(raw: dict, base: Path, keys: tuple[str, ...]) -> dict:

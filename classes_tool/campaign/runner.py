@@ -169,7 +169,6 @@ class Campaign:
                     self._run_target(plan, ranges[plan.name], store, done, bar, counts)
             finally:
                 bar.close()
-            store.export_csv(Path(self.config.output) / "results.csv")
             return summarize(store)
 
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore,
@@ -244,6 +243,11 @@ class Campaign:
             bar.set_postfix_str(f"{plan.name} SDC-1 {counts['critical_sdc'] / counts['all']:.1%}",
                                 refresh=False)
             bar.update(new)
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write every stored row to a CSV file (atomically)."""
+        with ResultStore(self.db_path, must_exist=True) as store:
+            return store.export_csv(path)
 
     def results(self):
         """Every stored row (fault, input, outcome, ...): a pandas DataFrame if pandas is

@@ -156,9 +156,9 @@ def test_invalid_yaml(tmp_path, capsys):
 def test_campaign_cli_then_report(tmp_path, capsys):
     cfg = _config(tmp_path)
     assert main(["campaign", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    assert (tmp_path / "run" / "results.csv").is_file()
     assert main(["report", str(tmp_path / "run" / "results.db"), "-o",
-                 str(tmp_path / "rep")]) == 0
+                 str(tmp_path / "rep"), "--csv", str(tmp_path / "all.csv")]) == 0
+    assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 2 * 9 * 6
     summary = (tmp_path / "rep" / "summary.md").read_text()
     assert "conv2" in summary and "fc1" in summary
     assert (tmp_path / "rep" / "outcomes_by_target.png").stat().st_size > 1000

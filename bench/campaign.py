@@ -1,0 +1,106 @@
+"""Campaign speed: (fault, input) evaluations per second of the campaign engine versus the naive
+way (as TensorFI2 does: one fault, then one full forward pass of the whole input batch), on the
+shipped digits CNN and on a ResNet-style CIFAR-size CNN, measured in the same run.
+
+Also the engine's cost per evaluation versus one golden inference of the suffix network (the
+part after the injected layer) on the same batch size.
+
+    python bench/campaign.py      # targets: ratio >= 50 vs naive; cost <= 1.5x suffix inference
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from common import random_images, resnet_cifar  # noqa: E402
+
+import classes_tool  # noqa: E402
+from classes_tool import patcher  # noqa: E402
+from classes_tool.campaign.runner import Campaign, suffix_graph  # noqa: E402
+from classes_tool.graph import build_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs: int,
+            naive_faults: int, tmp: Path) -> dict[str, float]:
+    cfg = {"model": str(model_path), "data": str(data_path), "inputs": inputs,
+           "targets": {"nodes": [target]}, "faults": faults, "seed": 1, "batch_size": 512,
+           "value_range": [-3.0, 3.0]}
+    campaign = Campaign(cfg, out=tmp / f"run_{target}", quiet=True)
+    start = time.perf_counter()
+    campaign.run()
+    ours = time.perf_counter() - start
+    evals = faults * inputs
+
+    # Naive: the patched full model, one fault at a time over the whole input batch.
+    patched_path = tmp / f"patched_{target}.h5"
+    patcher.patch(model_path, patched_path, after=[target], sites=faults, seed=1,
+                  value_range=(-3.0, 3.0))
+    patched = keras.models.load_model(patched_path)
+    x = np.load(data_path)["x"][:inputs]
+    start = time.perf_counter()
+    for fault in range(naive_faults):
+        classes_tool.set_sites(patched, [fault] * inputs)
+        patched.predict(x, verbose=0, batch_size=inputs)
+    naive = (time.perf_counter() - start) / naive_faults * faults
+
+    # Golden inference of the suffix network alone, same batch size as the engine.
+    loaded = patcher.load(model_path)
+    sub, needed = suffix_graph(loaded.graph, loaded.shapes, target, loaded.graph.outputs[0])
+    suffix = build_model(sub)
+    prefix = keras.Model(loaded.model.inputs,
+                         [loaded.model.get_layer(n).output for n in needed])
+    acts = prefix.predict(x, verbose=0)
+    acts = acts if isinstance(acts, list) else [acts]
+    reps = max(1, 512 // inputs + 1)
+    batch = [tf.constant(np.concatenate([a] * reps)[:512]) for a in acts]
+    run = tf.function(lambda b: suffix(b if len(b) > 1 else b[0], training=False))
+    run(batch)
+    start = time.perf_counter()
+    rounds = max(1, evals // 512)
+    for _ in range(rounds):
+        run(batch).numpy()
+    golden_per_eval = (time.perf_counter() - start) / (rounds * 512)
+    return {"evals": evals, "ours": ours, "naive": naive, "ours_rate": evals / ours,
+            "naive_rate": evals / naive, "per_eval": ours / evals,
+            "golden_per_eval": golden_per_eval}
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        results["digits CNN (after conv2)"] = measure(
+            ROOT / "models" / "digits_cnn.h5", ROOT / "models" / "digits_test.npz", "conv2",
+            faults=2000, inputs=50, naive_faults=100, tmp=tmp)
+        resnet = resnet_cifar()
+        resnet_path = tmp / "resnet.h5"
+        resnet.save(resnet_path)
+        data_path = tmp / "cifar_like.npz"
+        np.savez(data_path, x=random_images(32))
+        results["ResNet-style CIFAR (after s1b0_conv1)"] = measure(
+            resnet_path, data_path, "s1b0_conv1", faults=300, inputs=32, naive_faults=30,
+            tmp=tmp)
+    for name, r in results.items():
+        print(f"{name}: {r['evals']} evaluations; engine {r['ours_rate']:.0f}/s, naive "
+              f"{r['naive_rate']:.0f}/s, speed-up {r['naive'] / r['ours']:.1f}x; cost per "
+              f"evaluation {r['per_eval'] * 1e6:.1f} us = "
+              f"{r['per_eval'] / r['golden_per_eval']:.2f}x one golden suffix inference "
+              f"({r['golden_per_eval'] * 1e6:.1f} us)")
+    worst = min(results.values(), key=lambda r: r["naive"] / r["ours"])
+    print(f"campaign: ratio={worst['naive'] / worst['ours']:.1f} (baseline naive "
+          f"{worst['naive_rate']:.0f} evals/s, ours {worst['ours_rate']:.0f} evals/s; "
+          "worst of the two models)")
+
+
+if __name__ == "__main__":
+    main()
