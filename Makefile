@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/classes-tool demo
+	rm -rf runs/demo
+	$(VENV)/bin/classes-tool campaign configs/demo.yaml --out runs/demo
+	$(VENV)/bin/classes-tool report runs/demo/results.db -o runs/demo/report
 
 test: $(STAMP)
 	$(PY) -m pytest -q
