@@ -43,6 +43,10 @@ from classes_tool.systolic.dataflow import (
 )
 from classes_tool.systolic.faults import Fault
 
+#: Tuning knobs of the fast paths (results never depend on them; tests vary them).
+GRID_MAX_WASTE = 2  # use the grid path while its box is at most this many times the reach
+PRODUCT_BLOCK = 1 << 16  # grid blocks up to this many accumulators compute all products at once
+
 _SUPPORTED_IN = ("int8", "uint8", "int16", "float16", "float32", "float64")
 
 
@@ -300,6 +304,12 @@ class SystolicArray:
         effects = {f: self._effect(f) for f in self._faults}
         # local output positions (li, lj) any fault can reach
         pos = _unique(np.concatenate([it[:, 0] * n2 + it[:, 1] for it, _ in effects.values()]))
+        if all(f.window is None for f in self._faults) and not (
+                self.mac_dtype.kind == "i" and len(self._faults) == 1
+                and self._faults[0].line != "c"):
+            grid = self._grid(A, B, golden, pos, effects, nI, nJ, nK)
+            if grid is not None:
+                return grid
         L = len(pos)
         lookup = np.full(n1 * n2, -1, dtype=np.int64)
         lookup[pos] = np.arange(L)
@@ -353,6 +363,88 @@ class SystolicArray:
             values = self._sequential(A, B, gi, gj, hits, order, c_faults, nK)
         out = golden.copy()
         out[gi, gj] = values
+        return out
+
+    def _grid(self, A, B, golden, pos, effects, nI, nJ, nK) -> np.ndarray | None:
+        """Permanent faults whose reach is (nearly) a product of local rows x local columns.
+
+        The touched elements then form a grid (row tiles x local rows) x (column tiles x local
+        columns), so each PE step is one broadcast outer product of operand rows and columns:
+        no per-element gathers. Returns None when the grid would waste too much work.
+        """
+        n1, n2, n3 = self.shape
+        M, K = A.shape
+        N = B.shape[1]
+        Li, Lj = _unique(pos // n2), _unique(pos % n2)
+        nLi, nLj = len(Li), len(Lj)
+        if GRID_MAX_WASTE * len(pos) < nLi * nLj or n3 * nK * nLi * nJ * nLj > (1 << 24):
+            return None  # sparse reach or one row tile too large: the chunked path is better
+        masks = {}
+        for f, (its, _) in effects.items():
+            m = np.zeros((nLi, nLj, n3), dtype=bool)
+            m[np.searchsorted(Li, its[:, 0]), np.searchsorted(Lj, its[:, 1]), its[:, 2]] = True
+            masks[f] = m
+        touched = np.zeros((nLi, nLj), dtype=bool)
+        for m in masks.values():
+            touched |= m.any(axis=2)
+        mac = self.mac_dtype
+        integer = mac.kind == "i"
+        work = np.dtype(np.int64) if integer else mac
+        Kp = nK * n3
+        order = {line: sorted((f for f in self._faults if f.line == line), key=self._chain_key)
+                 for line in ("a", "b")}
+        c_faults = [f for f in self._faults if f.line == "c"]
+        kk_order = range(n3) if chain_sign(self.T, "c") > 0 else range(n3 - 1, -1, -1)
+        cols = np.arange(nJ)[:, None] * n2 + Lj[None, :]  # (nJ, nLj) global columns
+        col_ok = cols < N
+        Bs = np.zeros((Kp, nJ, nLj), dtype=self.in_dtype)  # zero padding beyond K and N
+        Bs[:K, col_ok] = B[:, cols[col_ok]]
+        Bs = np.moveaxis(Bs.reshape(nK, n3, nJ, nLj), 1, 0)  # (n3, nK, nJ, nLj)
+        b_used = Bs[:, :, None, None, :, :]  # (n3, nK, 1, 1, nJ, nLj)
+        for f in order["b"]:
+            m = np.moveaxis(masks[f], 2, 0)[:, None, None, :, None, :]
+            b_used = np.where(m, f.corrupt(b_used), b_used)
+        b_used = b_used.astype(work, copy=False)
+        c_masks = [(f, np.moveaxis(masks[f], 2, 0)) for f in c_faults]
+        out = golden.copy()
+        per_row_tile = n3 * nK * nLi * nJ * nLj
+        step = max(1, (1 << 22) // per_row_tile)  # bound the working set
+        for t0 in range(0, nI, step):
+            t1 = min(nI, t0 + step)
+            rows = np.arange(t0, t1)[:, None] * n1 + Li[None, :]  # (nT, nLi) global rows
+            row_ok = rows < M
+            Ar = np.zeros((t1 - t0, nLi, Kp), dtype=self.in_dtype)
+            Ar[row_ok, :K] = A[rows[row_ok]]
+            Ar = Ar.reshape(t1 - t0, nLi, nK, n3).transpose(3, 2, 0, 1)  # (n3, nK, nT, nLi)
+            a_used = Ar[:, :, :, :, None, None]  # (n3, nK, nT, nLi, 1, 1)
+            for f in order["a"]:
+                m = np.moveaxis(masks[f], 2, 0)[:, None, None, :, None, :]
+                a_used = np.where(m, f.corrupt(a_used), a_used)
+            shape = np.broadcast_shapes(a_used.shape, b_used.shape)  # (n3, nK, nT, nLi, nJ, nLj)
+            c = np.zeros(shape[1:], dtype=work)
+            # products rounded to the accumulator dtype, then the sums (no fused multiply-add);
+            # small blocks: all products in one call, large ones: one PE step at a time
+            prod = None if c.size > PRODUCT_BLOCK else a_used.astype(work, copy=False) * b_used
+            for kk in kk_order:
+                if prod is None:
+                    c += a_used[kk].astype(work, copy=False) * b_used[kk]
+                else:
+                    c += prod[kk]
+                for f, m in c_masks:
+                    ii, jj = np.nonzero(m[kk])
+                    if len(ii):
+                        c[:, :, ii, :, jj] = f.corrupt(c[:, :, ii, :, jj].astype(mac)).astype(work)
+            if integer:
+                res = c.sum(axis=0).astype(mac)  # modular: tile order is irrelevant
+            else:
+                res = np.zeros(c.shape[1:], dtype=mac)
+                for tk in range(nK):
+                    res += c[tk]
+            sel = (touched[None, :, None, :] & row_ok[:, :, None, None]
+                   & col_ok[None, None, :, :])
+            R = np.broadcast_to(rows[:, :, None, None], sel.shape)
+            S = np.broadcast_to(cols[None, None, :, :], sel.shape)
+            out[R[sel], S[sel]] = res[sel]
         return out
 
     def _int_delta(self, A, B, golden, gi, gj, hit) -> np.ndarray:

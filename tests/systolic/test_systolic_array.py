@@ -230,3 +230,23 @@ def test_sparse_integer_faults_deep_array(dataflow):
         for line in "ab":
             _check(array, A, B, [StuckAt(line, x, y, int(rng.integers(8)), index % 2,
                                          window=window)])
+
+
+@pytest.mark.parametrize("knobs", [(0, 1 << 16), (2, 0), (100, 0)],
+                         ids=["chunked-path", "grid-per-step", "grid-always"])
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_every_fast_path_matches_reference(monkeypatch, knobs, dtype):
+    from classes_tool.systolic import array as array_module
+    monkeypatch.setattr(array_module, "GRID_MAX_WASTE", knobs[0])
+    monkeypatch.setattr(array_module, "PRODUCT_BLOCK", knobs[1])
+    A, B = _inputs(dtype, seed=21)
+    rng = np.random.default_rng(22)
+    for dataflow in DATAFLOW_CASES:
+        array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype=dtype)
+        pes = array.pes.tolist()
+        for line in "abc":
+            x, y = pes[rng.integers(len(pes))]
+            bit = int(rng.integers(array.line_dtype(line).itemsize * 8))
+            _check(array, A, B, [StuckAt(line, x, y, bit, 1)])
+            x2, y2 = pes[rng.integers(len(pes))]
+            _check(array, A, B, [BitFlip(line, x, y, bit), StuckAt("c", x2, y2, 3, 1)])
