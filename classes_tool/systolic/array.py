@@ -23,8 +23,10 @@ Model (see docs/systolic.md for the full text):
 
 Speed: the golden product comes from BLAS once; only output elements whose computation reads a
 faulty register value are recomputed, in the PE accumulation order, vectorised over all tiles and
-affected elements. Integer results are bit-identical to the register model; for floats the
-recomputed elements follow the sequential order exactly and the others are the BLAS product.
+affected elements (grid path: broadcast outer products over a block of local rows x columns;
+chunked path: per-element gathers; sparse integer delta for one operand fault). Integer results
+are bit-identical to the register model; for floats the recomputed elements follow the sequential
+order exactly and the others are the BLAS product.
 """
 
 from __future__ import annotations
