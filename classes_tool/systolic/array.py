@@ -46,7 +46,7 @@ from classes_tool.systolic.dataflow import (
 from classes_tool.systolic.faults import Fault
 
 #: Tuning knobs of the fast paths (results never depend on them; tests vary them).
-GRID_MAX_WASTE = 2  # use the grid path while its box is at most this many times the reach
+GRID_MAX_WASTE = 4  # use the grid path while its box is at most this many times the reach
 PRODUCT_BLOCK = 1 << 16  # grid blocks up to this many accumulators compute all products at once
 
 _SUPPORTED_IN = ("int8", "uint8", "int16", "float16", "float32", "float64")
@@ -409,8 +409,7 @@ class SystolicArray:
         b_used = b_used.astype(work, copy=False)
         c_masks = [(f, np.moveaxis(masks[f], 2, 0)) for f in c_faults]
         out = golden.copy()
-        per_row_tile = n3 * nK * nLi * nJ * nLj
-        step = max(1, (1 << 22) // per_row_tile)  # bound the working set
+        step = max(1, (1 << 19) // (nK * nLi * nJ * nLj))  # bound the accumulator block
         for t0 in range(0, nI, step):
             t1 = min(nI, t0 + step)
             rows = np.arange(t0, t1)[:, None] * n1 + Li[None, :]  # (nT, nLi) global rows
@@ -418,18 +417,30 @@ class SystolicArray:
             Ar = np.zeros((t1 - t0, nLi, Kp), dtype=self.in_dtype)
             Ar[row_ok, :K] = A[rows[row_ok]]
             Ar = Ar.reshape(t1 - t0, nLi, nK, n3).transpose(3, 2, 0, 1)  # (n3, nK, nT, nLi)
-            a_used = Ar[:, :, :, :, None, None]  # (n3, nK, nT, nLi, 1, 1)
-            for f in order["a"]:
-                m = np.moveaxis(masks[f], 2, 0)[:, None, None, :, None, :]
-                a_used = np.where(m, f.corrupt(a_used), a_used)
-            shape = np.broadcast_shapes(a_used.shape, b_used.shape)  # (n3, nK, nT, nLi, nJ, nLj)
-            c = np.zeros(shape[1:], dtype=work)
+            a_clean = Ar[:, :, :, :, None, None]  # (n3, nK, nT, nLi, 1, 1)
+            shape = (nK, t1 - t0, nLi, nJ, nLj)
+            c = np.zeros(shape, dtype=work)
             # products rounded to the accumulator dtype, then the sums (no fused multiply-add);
             # small blocks: all products in one call, large ones: one PE step at a time
-            prod = None if c.size > PRODUCT_BLOCK else a_used.astype(work, copy=False) * b_used
+            if int(np.prod(shape)) <= PRODUCT_BLOCK:
+                a_used = a_clean
+                for f in order["a"]:
+                    m = np.moveaxis(masks[f], 2, 0)[:, None, None, :, None, :]
+                    a_used = np.where(m, f.corrupt(a_used), a_used)
+                prod = a_used.astype(work, copy=False) * b_used
+            else:
+                prod = None
+                step_prod = np.empty(shape, dtype=work)
             for kk in kk_order:
                 if prod is None:
-                    c += a_used[kk].astype(work, copy=False) * b_used[kk]
+                    # the corrupted operand depends on the local column only where a fault acts
+                    a_kk = a_clean[kk]
+                    for f in order["a"]:
+                        m = masks[f][:, :, kk]
+                        if m.any():
+                            a_kk = np.where(m[None, None, :, None, :], f.corrupt(a_kk), a_kk)
+                    np.multiply(a_kk.astype(work, copy=False), b_used[kk], out=step_prod)
+                    c += step_prod
                 else:
                     c += prod[kk]
                 for f, m in c_masks:
