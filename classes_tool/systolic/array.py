@@ -407,7 +407,13 @@ class SystolicArray:
             m = np.moveaxis(masks[f], 2, 0)[:, None, None, :, None, :]
             b_used = np.where(m, f.corrupt(b_used), b_used)
         b_used = b_used.astype(work, copy=False)
-        c_masks = [(f, np.moveaxis(masks[f], 2, 0)) for f in c_faults]
+        c_steps = []  # per c fault and step: None (no hit), True (whole block) or (rows, cols)
+        for f in c_faults:
+            per_kk = []
+            for kk in range(n3):
+                m = masks[f][:, :, kk]
+                per_kk.append(None if not m.any() else True if m.all() else np.nonzero(m))
+            c_steps.append((f, per_kk))
         out = golden.copy()
         step = max(1, (1 << 19) // (nK * nLi * nJ * nLj))  # bound the accumulator block
         for t0 in range(0, nI, step):
@@ -443,9 +449,12 @@ class SystolicArray:
                     c += step_prod
                 else:
                     c += prod[kk]
-                for f, m in c_masks:
-                    ii, jj = np.nonzero(m[kk])
-                    if len(ii):
+                for f, per_kk in c_steps:
+                    hit = per_kk[kk]
+                    if hit is True:
+                        c[...] = f.corrupt(c.astype(mac, copy=False))
+                    elif hit is not None:
+                        ii, jj = hit
                         c[:, :, ii, :, jj] = f.corrupt(c[:, :, ii, :, jj].astype(mac)).astype(work)
             if integer:
                 res = c.sum(axis=0).astype(mac)  # modular: tile order is irrelevant

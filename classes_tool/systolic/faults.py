@@ -19,7 +19,7 @@ from classes_tool.errors import UserError
 def _bits_view(values: np.ndarray) -> tuple[np.ndarray, np.dtype]:
     values = np.ascontiguousarray(values)
     udt = np.dtype(f"u{values.dtype.itemsize}")
-    return values.view(udt).copy(), udt
+    return values.view(udt), udt  # read-only use: every operation below makes a new array
 
 
 @dataclass(frozen=True)
