@@ -1,6 +1,15 @@
-"""Systolic-array target: register-level fault simulation of matrix products and convolutions."""
+"""Systolic-array target: register-level fault simulation of matrix products and convolutions.
+
+The Keras layers live in `classes_tool.systolic.layers` (they import TensorFlow); campaigns in
+`classes_tool.systolic.campaign`.
+"""
 
 from classes_tool.systolic.array import CastingError, SystolicArray, default_mac_dtype
+from classes_tool.systolic.campaign import (
+    load_systolic_config,
+    run_systolic_campaign,
+    run_systolic_config,
+)
 from classes_tool.systolic.dataflow import DATAFLOWS, LINES, resolve_dataflow
 from classes_tool.systolic.faults import BitFlip, Fault, FixedValue, StuckAt
 
@@ -14,5 +23,8 @@ __all__ = [
     "StuckAt",
     "SystolicArray",
     "default_mac_dtype",
+    "load_systolic_config",
     "resolve_dataflow",
+    "run_systolic_campaign",
+    "run_systolic_config",
 ]
