@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import FIXTURES, MODELS
+from helpers import FIXTURES, MODELS
 
 import classes_tool
 from classes_tool.cli import main

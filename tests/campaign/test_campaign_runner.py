@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import MODELS
+from helpers import MODELS
 
 import classes_tool
 from classes_tool.campaign.runner import Campaign, suffix_graph

@@ -11,8 +11,8 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import make_onnx, ort_vs_keras
 from onnx import helper
+from onnx_helpers import make_onnx, ort_vs_keras
 
 from classes_tool.convert import convert_onnx, convert_onnx_with_report, parse_input_shapes
 from classes_tool.convert.converter import sanitize

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import make_onnx, ort_vs_keras
 from onnx import helper
+from onnx_helpers import make_onnx, ort_vs_keras
 
 from classes_tool.convert import convert_onnx
 

@@ -6,7 +6,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import FIXTURES, MODELS, branching_inputs, branching_model
+from helpers import FIXTURES, MODELS, branching_inputs, branching_model
 
 from classes_tool.errors import UserError
 from classes_tool.graph import TensorRef, build_model, graph_from_model, read_model

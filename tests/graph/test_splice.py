@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-from conftest import branching_inputs, branching_model
+from helpers import branching_inputs, branching_model
 
 from classes_tool.graph import graph_from_model, insert_after
 
