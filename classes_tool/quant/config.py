@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from classes_tool.errors import UserError
 from classes_tool.quant.calibration import check_bits
 from classes_tool.quant.strategies import get_strategy, strategy_names
@@ -214,13 +212,6 @@ def parse_train_run(config: dict, base_dir: str | Path | None = None) -> TrainRu
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file; a missing file or bad YAML is a user mistake."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a YAML mapping at the top level")
-    return data
+    from classes_tool.campaign.config import read_yaml
+
+    return read_yaml(path)

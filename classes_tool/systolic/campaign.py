@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from classes_tool.campaign.config import read_yaml
 from classes_tool.errors import UserError
 from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.dataflow import LINES
@@ -53,15 +53,7 @@ KEYS = {
 def load_systolic_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a systolic campaign YAML; paths become absolute (relative to the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} must hold a mapping of keys")
-    config = validate_config(raw, base_dir=path.parent)
+    config = validate_config(read_yaml(path), base_dir=path.parent)
     config.setdefault("output", os.path.normpath(Path("runs") / path.stem))
     return config
 
