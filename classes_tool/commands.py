@@ -101,8 +101,32 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.csv:
         with ResultStore(args.db, must_exist=True) as store:
             written["csv"] = store.export_csv(args.csv)
+    if args.statistics:
+        written["summary.md"] = _append_statistics(out / "summary.md", args.statistics)
     for path in written.values():
         print(f"wrote {path}")
+
+
+def _append_statistics(summary: Path, files: list[str]) -> Path:
+    """Add the per-layer injection statistics (JSON written by `train`/`sweep`) to a report."""
+    import json
+
+    from classes_tool.errors import UserError
+    from classes_tool.files import write_text_atomic
+    from classes_tool.quant.statistics import format_markdown
+
+    text = summary.read_text()
+    for name in files:
+        try:
+            stats = json.loads(Path(name).read_text())
+            table = format_markdown(stats)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{name} is not a fault-statistics JSON file: {exc}") from None
+        text += (f"\n## Injection statistics ({Path(name).name})\n\nPer injection layer: "
+                 "activations seen, injected, changed, rates, RMSE and cosine similarity "
+                 f"between clean and faulty tensors.\n\n{table}")
+    write_text_atomic(summary, text)
+    return summary
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -137,6 +161,8 @@ def register_report(sub: argparse._SubParsersAction) -> None:
                    help="heat map of an outcome's rate over two fault parameters")
     p.add_argument("--outcome", default="critical_sdc", help="outcome of the heat map")
     p.add_argument("--csv", help="also export every row to this CSV file")
+    p.add_argument("--statistics", action="append", default=[], metavar="JSON",
+                   help="add per-layer injection statistics (from train/sweep) to the summary")
     p.set_defaults(func=cmd_report)
 
 

@@ -162,3 +162,28 @@ def test_campaign_cli_then_report(tmp_path, capsys):
     summary = (tmp_path / "rep" / "summary.md").read_text()
     assert "conv2" in summary and "fc1" in summary
     assert (tmp_path / "rep" / "outcomes_by_target.png").stat().st_size > 1000
+
+
+def test_report_includes_injection_statistics(tmp_path, capsys):
+    import json
+
+    from classes_tool.quant.statistics import derive, raw_from_tensors
+
+    clean = np.array([1.0, 2.0, 3.0, 4.0])
+    faulty = np.array([1.0, 2.0, 0.0, 4.0])
+    row = derive(raw_from_tensors(clean, faulty, hit=np.array([0, 0, 1, 0], bool)))
+    stats = tmp_path / "fault_statistics.json"
+    stats.write_text(json.dumps({"conv1_fault_injection": {**row, "target": "conv1"}}))
+    cfg = _config(tmp_path)
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "run" / "results.db"), "-o", str(tmp_path / "rep"),
+                 "--statistics", str(stats)]) == 0
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Injection statistics" in summary
+    line = next(x for x in summary.splitlines() if x.startswith("| conv1_fault_injection"))
+    assert "| 4 | 1 | 1 | 25.000% | 25.000% |" in line  # 4 seen, 1 hit, 1 changed
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["report", str(tmp_path / "run" / "results.db"), "-o", str(tmp_path / "rep2"),
+                 "--statistics", str(bad)]) == 2
+    assert "not a fault-statistics JSON" in capsys.readouterr().err
