@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -98,6 +97,12 @@ def _add_model_selection(p: argparse.ArgumentParser) -> None:
                    help="inject after every layer of this Keras class, e.g. Conv2D (repeatable)")
 
 
+def _add_input_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", type=_shape, action="append",
+                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
+                   "(repeat per input)")
+
+
 def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--error-model", default="auto",
                    help="error model name or CLASSES JSON path (default: by layer type)")
@@ -116,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="describe a model's graph as JSON")
     p.add_argument("model")
     p.add_argument("-o", "--output", help="JSON file (default: print)")
-    p.add_argument("--input-shape", type=_shape, action="append",
-                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
-                   "(repeat per input)")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("sites", help="generate injection sites into a .npz")
@@ -126,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_selection(p)
     _add_site_options(p)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--input-shape", type=_shape, action="append",
-                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
-                   "(repeat per input)")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_sites)
 
     p = sub.add_parser("patch", help="write a copy of a model with ErrorSimulator layers")
@@ -139,9 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inactive", action="store_true",
                    help="save with injection off (turn on with classes_tool.set_injection)")
     p.add_argument("-o", "--output", required=True, help="patched model (.h5 or .keras)")
-    p.add_argument("--input-shape", type=_shape, action="append",
-                   help="ONNX only: one input's shape without batch, e.g. 3,224,224 "
-                   "(repeat per input)")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_patch)
 
     p = sub.add_parser("demo", help="patch and evaluate the shipped example")
@@ -162,7 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_extra_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
-    start = time.perf_counter()
     try:
         args.func(args)
     except UserError as exc:
@@ -171,8 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("classes-tool: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "verbose_time", False):
-        print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -19,7 +19,7 @@ from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.graph import ModelGraph, build_model, file_kind, graph_from_model, read_model
 from classes_tool.graph.model_graph import Node
-from classes_tool.graph.transform import output_shapes
+from classes_tool.graph.transform import node_from_layer, output_shapes
 from classes_tool.simulator.error_model import (
     available_error_models,
     error_model_for_layer,
@@ -173,21 +173,24 @@ def patched_model(loaded: LoadedModel, site_sets: Sequence[SiteSet], active: boo
                                mode=MODE_RANDOM if active else MODE_OFF, seed=seed,
                                target=s.target, error_model=s.error_model,
                                name=simulator_name(s.target))
-        spec = keras.saving.serialize_keras_object(layer)
-        graph.insert_after(s.target, Node(name=layer.name, class_name=spec["class_name"],
-                                          config=spec["config"], module=spec.get("module"),
-                                          registered_name=spec.get("registered_name")))
+        graph.insert_after(s.target, node_from_layer(layer))
     model = build_model(graph)
     for s in site_sets:
         model.get_layer(simulator_name(s.target)).load_sites(s.positions, s.values, s.splits)
     return model
 
 
-def save_model(model: keras.Model, output: str | Path) -> Path:
-    """Save atomically; the format follows the suffix (.h5 or .keras)."""
+def check_model_output(output: str | Path) -> Path:
+    """A model output path must say its format (.h5 or .keras)."""
     output = Path(output)
     if output.suffix not in (".h5", ".keras"):
         raise UserError(f"output must end in .h5 or .keras, got '{output.name}'")
+    return output
+
+
+def save_model(model: keras.Model, output: str | Path) -> Path:
+    """Save atomically; the format follows the suffix (.h5 or .keras)."""
+    output = check_model_output(output)
     with atomic_path(output) as tmp:
         model.save(tmp)
     return output
@@ -206,9 +209,7 @@ def patch(model_path: str | Path, output: str | Path, after: Sequence[str] = (),
           value_range: tuple[float, float] | None = None, active: bool = True,
           input_shapes: Sequence[tuple[int, ...]] | None = None) -> dict[str, Any]:
     """Read, splice ErrorSimulators after the chosen nodes, and write the patched model."""
-    output = Path(output)
-    if output.suffix not in (".h5", ".keras"):
-        raise UserError(f"output must end in .h5 or .keras, got '{output.name}'")
+    output = check_model_output(output)  # before any work, so a bad name fails at once
     if Path(model_path).resolve() == output.resolve():
         raise UserError("the output would overwrite the input model; choose another path")
     loaded = load(model_path, input_shapes)

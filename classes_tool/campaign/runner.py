@@ -30,7 +30,7 @@ from classes_tool.campaign.store import ResultStore, rows_from_classification
 from classes_tool.data import labels, load_npz, model_inputs
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
-from classes_tool.simulator.error_model import load_error_model
+from classes_tool.simulator.error_model import ErrorModel, load_error_model
 
 RESULTS_DB = "results.db"
 
@@ -43,6 +43,7 @@ class TargetPlan:
     offset: int  # global index of its first fault
     faults: int
     population: int
+    error_model: ErrorModel
 
 
 def descendants(graph: ModelGraph, name: str) -> set[str]:
@@ -133,7 +134,7 @@ class Campaign:
             population = int(np.prod(self.loaded.shapes[t])) * kinds
             n = (min(cfg.faults, population) if cfg.faults is not None else
                  leveugle_sample_size(population, cfg.margin, cfg.confidence, cfg.p))
-            self.plans.append(TargetPlan(t, offset, n, population))
+            self.plans.append(TargetPlan(t, offset, n, population, model))
             offset += n
 
     def meta(self) -> dict[str, Any]:
@@ -176,14 +177,11 @@ class Campaign:
         import keras
         import tensorflow as tf
 
-        from classes_tool import patcher
         from classes_tool.simulator.layer import apply_sites
         from classes_tool.simulator.sites import generate_sites
 
         cfg, m = self.config, self.n_inputs
-        node = self.loaded.graph.node(plan.name)
-        model = load_error_model(patcher.error_model_name(node, cfg.error_model))
-        sites = generate_sites(model, plan.name, self.loaded.shapes[plan.name], value_range,
+        sites = generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name], value_range,
                                plan.faults, cfg.seed)
         pairs = plan.faults * m
         batches = [(s, min(s + cfg.batch_size, pairs)) for s in range(0, pairs, cfg.batch_size)]
