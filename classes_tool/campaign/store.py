@@ -219,10 +219,16 @@ class ResultStore:
             conn.executemany("INSERT OR IGNORE INTO faults(fault_index, target, pattern, params) "
                              "VALUES (?, ?, ?, ?)", fault_rows)
             if conn.total_changes - before < len(fault_rows):  # some were stored: same plan?
+                stored = {}
+                indices = [row[0] for row in fault_rows]
+                for k in range(0, len(indices), 500):  # one query per 500 (SQLite's limit)
+                    chunk = indices[k:k + 500]
+                    stored.update((r[0], tuple(r)) for r in conn.execute(
+                        "SELECT fault_index, target, pattern, params FROM faults WHERE "
+                        f"fault_index IN ({','.join('?' * len(chunk))})", chunk))
                 for row in fault_rows:
-                    old = conn.execute("SELECT fault_index, target, pattern, params FROM faults "
-                                       "WHERE fault_index = ?", (row[0],)).fetchone()
-                    if tuple(old) != row:
+                    old = stored[row[0]]
+                    if old != row:
                         raise ValueError(f"fault {row[0]} is stored as {old[1:]} but was given as "
                                          f"{row[1:]}: the fault plan is not deterministic")
             before = conn.total_changes
