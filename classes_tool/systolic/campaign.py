@@ -1,12 +1,16 @@
-"""Fault campaigns on the systolic target: one fault in the array per run, one layer at a time.
+"""Fault campaigns on the systolic target: one fault in the array per run.
 
-For every target layer (a Conv2D or Dense of the model) the layer alone is moved onto a
-`SystolicArray`; the fault population of that layer is every (fault model, line, PE, bit,
-polarity) of the array, and a Leveugle-sized sample of it is drawn without replacement (a
-permutation seeded from (seed, target number), so fault ``i`` never depends on batch size or
-order). Each fault runs on all campaign inputs; outcomes go to the shared result store
-(target = layer name, pattern = 'stuck_at' / 'bit_flip', params = {line, x, y, bit, polarity}) and
-the shared report, grouped per line and per bit, plus a heat map of the critical-SDC rate per PE.
+Per-layer mode (default): for every target layer (a Conv2D or Dense of the model) the layer alone
+is moved onto a `SystolicArray`, so a fault hits that layer only. Shared mode (``shared: true``):
+all target layers run together on ONE array, as on a real accelerator, so a permanent fault hits
+every one of them; the campaign then has a single target named by `shared_target_name`.
+
+The fault population of a target is every (fault model, line, PE, bit, polarity) of the array,
+and a Leveugle-sized sample of it is drawn without replacement (a permutation seeded from
+(seed, target number), so fault ``i`` never depends on batch size or order). Each fault runs on
+all campaign inputs; outcomes go to the shared result store (target = layer name or shared-array
+name, pattern = 'stuck_at' / 'bit_flip', params = {line, x, y, bit, polarity}) and the shared
+report, grouped per line and per bit, plus a heat map of the critical-SDC rate per PE.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ KEYS = {
     "calibration_inputs": "how many calibration inputs to use (default 256)",
     "array": "{n1, n2, n3, dataflow, in_dtype, mac_dtype} of the systolic array",
     "layers": "layer names to target (default: every Conv2D/Dense)",
+    "shared": "true: all target layers run on ONE array, a fault hits them all (default false)",
     "lines": "register lines to fault (default [a, b, c])",
     "fault_models": "subset of [stuck_at, bit_flip] (default both)",
     "bits": "bit positions to fault (default: every bit of each line's register)",
-    "faults": "fixed number of faults per layer (instead of margin)",
+    "faults": "fixed number of faults per target (instead of margin)",
     "margin": "statistical margin e of the Leveugle sample size (default 0.05)",
     "confidence": "confidence of the sizing and the intervals (default 0.99)",
     "p": "estimated failure probability for the sizing (default 0.5)",
@@ -95,6 +100,10 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
         if not isinstance(raw["layers"], list) or not all(isinstance(x, str) for x in raw["layers"]):
             raise UserError("'layers' must be a list of layer names")
         cfg["layers"] = list(raw["layers"])
+    shared = raw.get("shared", False)
+    if not isinstance(shared, bool):
+        raise UserError(f"'shared' must be true or false, got {shared!r}")
+    cfg["shared"] = shared
     if raw.get("bits") is not None:
         bits = raw["bits"]
         if not isinstance(bits, list) or not bits or not all(isinstance(b, int) and b >= 0
@@ -123,6 +132,14 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
         raise UserError("'tolerance' must be a mapping with atol and/or rtol")
     cfg["tolerance"] = {"atol": float(tol.get("atol", 1e-6)), "rtol": float(tol.get("rtol", 1e-5))}
     return cfg
+
+
+def shared_target_name(layers: list[str]) -> str:
+    """Target name of a shared-array campaign: the layers if few, else their count (table width)."""
+    joined = "+".join(layers)
+    if len(layers) <= 4 and len(joined) <= 40:
+        return f"array({joined})"
+    return f"array({len(layers)} layers)"
 
 
 class FaultSpace:
@@ -205,25 +222,32 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     array = SystolicArray(**cfg["array"])
     compatible = compatible_layers(model)
     layers = cfg.get("layers") or compatible
+    if not layers:
+        raise UserError("the model has no Conv2D/Dense layer that can run on the array")
     for name in layers:
         if name not in compatible:
             raise UserError(f"layer {name!r} is not a Conv2D/Dense of the model; compatible: "
                             f"{', '.join(compatible)}")
+    if cfg["shared"]:
+        layers = list(dict.fromkeys(layers))
+        targets = [(shared_target_name(layers), layers)]
+    else:
+        targets = [(name, [name]) for name in layers]
     calib = None
     if array.in_dtype.kind in "iu":
         calib = x if cfg.get("calibration") is None else _load_npz(cfg["calibration"],
                                                                    "calibration")[0]
         calib = calib[:cfg["calibration_inputs"]]
     space = FaultSpace(array, cfg["lines"], cfg["fault_models"], cfg.get("bits"))
-    plan = []  # (layer, fault indices in the population)
+    plan = []  # (target, its layers, fault indices in the population)
     offset = 0
     population, offsets = {}, {}
-    for t, name in enumerate(layers):
+    for t, (name, names) in enumerate(targets):
         n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
             space.size, cfg["margin"], cfg["confidence"], cfg["p"])
         n = min(n, space.size)
         order = np.random.default_rng([cfg["seed"], t]).permutation(space.size)[:n]
-        plan.append((name, order))
+        plan.append((name, names, order))
         population[name], offsets[name] = space.size, offset
         offset += n
     meta = {"target": "systolic", "model": str(model_path), "data": cfg["data"],
@@ -232,6 +256,8 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
             "bits": cfg.get("bits"), "population": population, "margin": cfg["margin"],
             "confidence": cfg["confidence"], "p": cfg["p"], "tolerance": cfg["tolerance"],
             "layers": layers}
+    if cfg["shared"]:
+        meta["shared"] = True  # only then: stores made before this key existed still resume
     out.mkdir(parents=True, exist_ok=True)
     db = out / "results.sqlite"
     started = time.perf_counter()
@@ -239,8 +265,8 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     done_faults = 0
     with ResultStore(db, meta=json.loads(json.dumps(meta))) as store:
         done = store.done_pairs()
-        for name, order in plan:
-            sys_model = replace_layers(model, [name], array)
+        for name, names, order in plan:
+            sys_model = replace_layers(model, names, array)
             if calib is not None:
                 calibrate(sys_model, calib)
             array.clear_faults()
