@@ -66,10 +66,10 @@ def test_round_trip_meta_faults_and_ordered_results(tmp_path):
         assert [f["fault_index"] for f in st.faults()] == [0, 1, 2, 3]
 
 
-def test_pragmas_wal_and_full_sync(tmp_path):
+def test_pragmas_wal_and_normal_sync(tmp_path):
     with ResultStore(tmp_path / "r.db", META) as st:
         assert st.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert st.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert st.connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_re_adding_stored_pairs_is_ignored(tmp_path):
