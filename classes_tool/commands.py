@@ -92,9 +92,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     from classes_tool.campaign.store import ResultStore
 
     out = Path(args.output) if args.output else Path(args.db).parent / "report"
-    written = write_report(args.db, out, group_params=tuple(args.group_param))
-    if args.heatmap:
-        x, y = args.heatmap
+    group_params, heatmap = tuple(args.group_param), args.heatmap
+    with ResultStore(args.db, must_exist=True) as store:
+        systolic = store.meta.get("target") == "systolic"
+    if systolic:  # the same report the systolic campaign writes, unless told otherwise
+        group_params = group_params or ("line", "bit")
+        heatmap = heatmap or ("x", "y")
+    written = write_report(args.db, out, group_params=group_params)
+    if heatmap:
+        x, y = heatmap
         written[f"heatmap_{x}_{y}.png"] = plot_heatmap(args.db, x, y,
                                                        out / f"heatmap_{x}_{y}.png",
                                                        outcome=args.outcome)
@@ -156,9 +162,11 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("db")
     p.add_argument("-o", "--output", help="report folder (default: beside the database)")
     p.add_argument("--group-param", action="append", default=[], metavar="KEY",
-                   help="also tabulate by this fault parameter (repeatable)")
+                   help="also tabulate by this fault parameter (repeatable; systolic "
+                        "campaigns: line and bit by default)")
     p.add_argument("--heatmap", nargs=2, metavar=("X", "Y"),
-                   help="heat map of an outcome's rate over two fault parameters")
+                   help="heat map of an outcome's rate over two fault parameters (systolic "
+                        "campaigns: x y, i.e. per PE, by default)")
     p.add_argument("--outcome", default="critical_sdc", help="outcome of the heat map")
     p.add_argument("--csv", help="also export every row to this CSV file")
     p.add_argument("--statistics", action="append", default=[], metavar="JSON",

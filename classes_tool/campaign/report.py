@@ -121,7 +121,7 @@ def _table_columns(extra: Sequence[str]) -> list[str]:
 
 def _write_group_tables(out_dir: Path, stem: str, name: str, rows: list[dict[str, Any]],
                         extra: Sequence[str] = (), extra_md: dict[str, str] | None = None,
-                        ) -> dict[str, Path]:
+                        confidence: float = 0.95) -> dict[str, Path]:
     cols = _table_columns(extra)
     csv_rows = [[r["group"], *(("" if r.get(c) is None else r.get(c)) for c in cols)]
                 for r in rows]
@@ -135,7 +135,8 @@ def _write_group_tables(out_dir: Path, stem: str, name: str, rows: list[dict[str
                 *(r.get(k, "") for k in extra_md)] for r in rows]
     md_path = out_dir / f"{stem}.md"
     write_text_atomic(md_path, f"# Outcome rates per {name}\n\nRates per (fault, input) evaluation "
-                               "with 95% Wilson intervals in brackets (percent).\n\n"
+                               f"with {100 * confidence:g}% Wilson intervals in brackets "
+                               "(percent).\n\n"
                       + _md_table(md_header, md_rows))
     return {csv_path.name: csv_path, md_path.name: md_path}
 
@@ -161,7 +162,7 @@ def _save_png(fig, path: Path) -> Path:
     return path
 
 
-def _plot_outcomes(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_outcomes(rows: list[dict[str, Any]], path: Path, confidence: float = 0.95) -> Path:
     """Stacked horizontal bars of outcome rates per target, SDC-1 rate and interval written."""
     n = max(1, len(rows))
     longest = max((len(str(r["group"])) for r in rows), default=10)
@@ -191,7 +192,8 @@ def _plot_outcomes(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.spines[["top", "right"]].set_visible(False)
     ax.spines["bottom"].set_bounds(0, 100)
     ax.set_xlabel("share of (fault, input) evaluations (%)")
-    ax.set_title("Outcome rates per target (SDC-1 = critical SDC, 95% Wilson interval)",
+    ax.set_title(f"Outcome rates per target (SDC-1 = critical SDC, {100 * confidence:g}% "
+                 "Wilson interval)",
                  fontsize=10)
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.margins(y=0.02)
@@ -340,8 +342,11 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequence[str] = (),
-                 confidence: float = 0.95) -> dict[str, Path]:
+                 confidence: float | None = None) -> dict[str, Path]:
     """Write the report of one result database into `out_dir`; returns {file name: path}.
+
+    `confidence` of the intervals: by default the one the campaign was sized with (stored in its
+    meta), else 0.95, so a report rebuilt from the database equals the campaign's own.
 
     Files: summary.md, by_target.{csv,md}, by_pattern.{csv,md}, by_param_<key>.{csv,md} for each
     key in `group_params`, outcomes_by_target.png, rel_error.png.
@@ -354,6 +359,9 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     with ResultStore(db_path, must_exist=True) as store:
         conn = store.connection
         meta = store.meta
+        if confidence is None:
+            stored = meta.get("confidence")
+            confidence = float(stored) if isinstance(stored, (int, float)) else 0.95
         overall = _with_rates(_group_counts(conn, "'all'"), confidence)
         by_target = _with_rates(_group_counts(conn, "f.target", order="first"), confidence)
         by_pattern = _with_rates(_group_counts(conn, "f.pattern", order="first"), confidence)
@@ -379,11 +387,15 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     has_margin, margin_conf = _margins(by_target, meta)
     extra = ("population", "margin_achieved") if has_margin else ()
     extra_md = {"margin_md": f"margin achieved ({100 * margin_conf:g}% conf.)"} if has_margin else {}
-    files.update(_write_group_tables(out_dir, "by_target", "target", by_target, extra, extra_md))
-    files.update(_write_group_tables(out_dir, "by_pattern", "pattern", by_pattern))
+    files.update(_write_group_tables(out_dir, "by_target", "target", by_target, extra, extra_md,
+                                     confidence))
+    files.update(_write_group_tables(out_dir, "by_pattern", "pattern", by_pattern,
+                                     confidence=confidence))
     for key, rows in by_param.items():
-        files.update(_write_group_tables(out_dir, f"by_param_{_safe_name(key)}", key, rows))
-    files["outcomes_by_target.png"] = _plot_outcomes(by_target, out_dir / "outcomes_by_target.png")
+        files.update(_write_group_tables(out_dir, f"by_param_{_safe_name(key)}", key, rows,
+                                         confidence=confidence))
+    files["outcomes_by_target.png"] = _plot_outcomes(by_target, out_dir / "outcomes_by_target.png",
+                                                     confidence)
     files["rel_error.png"] = _plot_rel_error(outcomes_np, rel_np, out_dir / "rel_error.png")
 
     # -- summary.md

@@ -47,7 +47,7 @@ def check_row(row, faults, counts, sdc5):
     n = sum(counts.values())
     assert int(row["faults"]) == faults and int(row["evaluations"]) == n
     for outcome, k in [*counts.items(), ("sdc5", sdc5)]:
-        lo, hi = wilson_interval(k, n, 0.95)
+        lo, hi = wilson_interval(k, n, 0.99)  # the campaign's confidence (META)
         assert int(row[outcome]) == k
         assert float(row[f"{outcome}_rate"]) == pytest.approx(k / n)
         assert float(row[f"{outcome}_ci_low"]) == pytest.approx(lo)
@@ -77,7 +77,8 @@ def test_tables_hold_the_right_numbers(db, tmp_path):
     check_row(by_x["1"], 1, {M: 1, T: 0, C: 2, D: 1}, sdc5=1)
 
     md = files["by_target.md"].read_text()
-    lo, hi = wilson_interval(3, 12)
+    lo, hi = wilson_interval(3, 12, 0.99)
+    assert "99% Wilson intervals" in md
     assert "| conv | 3 | 12 | 58.33% [" in md
     assert f"25.00% [{100 * lo:.2f}, {100 * hi:.2f}]" in md  # critical SDC of conv
 
@@ -88,7 +89,7 @@ def test_summary_reads_first(db, tmp_path):
     assert "- faults injected: 4" in text
     assert "- inputs: 4" in text
     assert "- evaluations (fault x input): 16" in text
-    lo, hi = wilson_interval(3, 16)
+    lo, hi = wilson_interval(3, 16, 0.99)
     assert f"| critical SDC | 3 | 18.75% | [{100 * lo:.2f}%, {100 * hi:.2f}%] |" in text
     assert "| SDC-5 | 3 | 18.75% |" in text
     margin = 100 * T99 * math.sqrt(0.25 * 27 / (3 * 29))
@@ -137,3 +138,12 @@ def test_empty_store_still_reports(tmp_path):
     assert "No results stored yet." in files["summary.md"].read_text()
     assert files["outcomes_by_target.png"].read_bytes()[:8] == PNG
     assert files["rel_error.png"].read_bytes()[:8] == PNG
+
+
+def test_an_explicit_confidence_overrides_the_campaigns(db, tmp_path):
+    files = write_report(db, tmp_path / "rep", confidence=0.9)
+    row = read_csv(files["by_target.csv"])["conv"]
+    lo, hi = wilson_interval(3, 12, 0.9)
+    assert float(row["critical_sdc_ci_low"]) == pytest.approx(lo)
+    assert float(row["critical_sdc_ci_high"]) == pytest.approx(hi)
+    assert "90% Wilson intervals" in files["by_target.md"].read_text()

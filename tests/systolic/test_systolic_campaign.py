@@ -90,6 +90,14 @@ def test_campaign_store_resume_and_report(tmp_path):
     con = sqlite3.connect(again["db"])
     assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2 * n * 6
     con.close()
+    # the report command rebuilds the same per-line, per-bit and per-PE report from the store
+    from classes_tool.cli import main
+
+    assert main(["report", str(result["db"]), "-o", str(tmp_path / "rep")]) == 0
+    for name in ("by_param_line.md", "by_param_bit.md", "heatmap_x_y.png"):
+        assert (tmp_path / "rep" / name).is_file()
+    assert ((tmp_path / "rep" / "by_param_line.md").read_text()
+            == result["report"]["by_param_line.md"].read_text())
 
 
 def test_config_errors(tmp_path):
