@@ -7,7 +7,11 @@ Speed by design:
   rest of the network reads) are computed once per input; each fault runs only the suffix of the
   network after the injected node;
 - golden scores are computed once per input, through the same suffix, so a fault that changes
-  nothing compares equal bit for bit.
+  nothing compares equal bit for bit;
+- a batch holds few distinct faults (each fault meets every input), so when each fault meets at
+  least DENSE_MIN_INPUTS inputs its sites are expanded, in the background thread, into one dense
+  (mask, value) row per fault and written with a gather and a select: cheaper than a scatter
+  of every sample's entries, which copies the tensor and pays per entry.
 
 Determinism: fault i of target T uses site i of T, drawn from (seed, T, i) alone; the pairs of a
 target are enumerated (fault-major) and cut into batches at fixed positions, so a resumed
@@ -36,6 +40,20 @@ from classes_tool.simulator.error_model import ErrorModel, load_error_model
 
 RESULTS_DB = "results.db"
 SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
+DENSE_MIN_INPUTS = 4  # from this many inputs per fault on, a batch's sites go in as dense rows
+
+
+def dense_site_rows(sites, flat_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, value) rows of shape (sites + 1, flat_size): row j writes site j, the last row
+    writes nothing (for padded samples). `where(mask[j], value[j], x)` is what the
+    ErrorSimulator's scatter writes for site j."""
+    n = len(sites.splits) - 1
+    mask = np.zeros((n + 1, flat_size), bool)
+    value = np.zeros((n + 1, flat_size), np.float32)
+    rows = np.repeat(np.arange(n), np.diff(sites.splits))
+    mask[rows, sites.positions] = True
+    value[rows, sites.positions] = sites.values
+    return mask, value
 
 
 @dataclass
@@ -191,6 +209,8 @@ class Campaign:
         stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
         size = cfg.batch_size
         todo = [s for s in range(0, pairs, size) if not stored[s:s + size].all()]
+        flat_size = int(np.prod(self.loaded.shapes[plan.name]))
+        dense = m >= DENSE_MIN_INPUTS
         if not todo:
             return
         split = suffix_graph(self.loaded.graph, self.loaded.shapes, plan.name, self.output)
@@ -212,26 +232,44 @@ class Campaign:
             acts_t = [tf.constant(a) for a in acts]
 
             # One trace for the whole target: every batch has `size` rows (the last one padded
-            # with rows that get no site), its sites come as ragged arguments, and the
-            # activations are gathered inside the graph.
-            @tf.function(autograph=False, input_signature=[
-                tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
-                tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.float32),
-                tf.TensorSpec((None,), tf.int32)])
-            def faulty_fn(input_ids, site_ids, positions, values, splits):
-                batch = [tf.gather(a, input_ids) for a in acts_t]
-                hit = apply_sites(batch[0], site_ids, positions, values, splits, 1,
-                                  static_shapes=False)
+            # with rows that get no site), its sites come as ragged arguments or dense rows, and
+            # the activations are gathered inside the graph.
+            def run_suffix(hit, batch):
                 return suffix([hit, *batch[1:]] if len(batch) > 1 else hit, training=False)
+
+            if dense:
+                @tf.function(autograph=False, input_signature=[
+                    tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
+                    tf.TensorSpec((None, flat_size), tf.bool),
+                    tf.TensorSpec((None, flat_size), tf.float32)])
+                def faulty_fn(input_ids, site_ids, mask, value):
+                    batch = [tf.gather(a, input_ids) for a in acts_t]
+                    flat = tf.reshape(batch[0], (size, flat_size))
+                    rows = tf.where(site_ids >= 0, site_ids, tf.shape(mask)[0] - 1)
+                    hit = tf.where(tf.gather(mask, rows), tf.cast(tf.gather(value, rows),
+                                                                   flat.dtype), flat)
+                    return run_suffix(tf.reshape(hit, tf.shape(batch[0])), batch)
+            else:
+                @tf.function(autograph=False, input_signature=[
+                    tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
+                    tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.float32),
+                    tf.TensorSpec((None,), tf.int32)])
+                def faulty_fn(input_ids, site_ids, positions, values, splits):
+                    batch = [tf.gather(a, input_ids) for a in acts_t]
+                    hit = apply_sites(batch[0], site_ids, positions, values, splits, 1,
+                                      static_shapes=False)
+                    return run_suffix(hit, batch)
 
         def draw(start: int):
             """The sites of the faults batch `start` touches (site j = local fault f0 + j)."""
             f0 = start // m
             f1 = (min(start + size, pairs) - 1) // m + 1
-            return f0, generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name],
-                                      value_range, f1 - f0, cfg.seed, first=f0)
+            sites = generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name],
+                                   value_range, f1 - f0, cfg.seed, first=f0)
+            return f0, sites, (dense_site_rows(sites, flat_size) if dense else None)
 
-        for start, (f0, sites) in zip(todo, prefetched(draw, todo, SITE_PREFETCH), strict=True):
+        for start, (f0, sites, rows) in zip(todo, prefetched(draw, todo, SITE_PREFETCH),
+                                            strict=True):
             q = np.arange(start, min(start + size, pairs))
             n = len(q)
             local, inputs = q // m, q % m
@@ -241,12 +279,14 @@ class Campaign:
             else:
                 golden = golden_scores[inputs]
                 pad = size - n
+                site_args = ((tf.constant(rows[0]), tf.constant(rows[1])) if dense else
+                             (tf.constant(sites.positions), tf.constant(sites.values),
+                              tf.constant(sites.splits)))
                 faulty = faulty_fn(
                     tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]), tf.int32),
                     tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
                                 tf.int32),
-                    tf.constant(sites.positions), tf.constant(sites.values),
-                    tf.constant(sites.splits)).numpy()[:n]
+                    *site_args).numpy()[:n]
             classified = classify(golden.reshape(n, -1), faulty.reshape(n, -1),
                                   **cfg.tolerance)
             faults = [{"fault_index": int(plan.offset + f), "target": plan.name,

@@ -72,6 +72,40 @@ def test_results_equal_the_full_patched_model_with_the_same_sites(tmp_path):
         assert list(top1) == stored
 
 
+def test_dense_site_rows_write_what_the_scatter_writes():
+    import tensorflow as tf
+
+    from classes_tool.campaign.runner import dense_site_rows
+    from classes_tool.simulator.error_model import load_error_model
+    from classes_tool.simulator.layer import apply_sites
+    from classes_tool.simulator.sites import generate_sites
+
+    shape = (8, 8, 16)
+    sites = generate_sites(load_error_model("conv_gemm"), "t", shape, (-1.0, 2.0), 40, 3)
+    sites.values[::7] = np.nan  # NaN and inf values must land as they are
+    sites.values[3::11] = np.inf
+    mask, value = dense_site_rows(sites, 8 * 8 * 16)
+    assert mask.shape == value.shape == (41, 1024) and not mask[-1].any()
+    x = np.random.default_rng(0).standard_normal((50, *shape)).astype(np.float32)
+    ids = np.random.default_rng(1).integers(-1, 40, 50)
+    expected = apply_sites(tf.constant(x), tf.constant(ids, tf.int32), sites.positions,
+                           sites.values, sites.splits, 1, static_shapes=False).numpy()
+    rows = np.where(ids >= 0, ids, 40)
+    got = np.where(mask[rows], value[rows], x.reshape(50, -1)).reshape(x.shape)
+    assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_dense_and_ragged_site_paths_store_identical_rows(tmp_path, monkeypatch):
+    from classes_tool.campaign import runner
+
+    Campaign(_config(tmp_path), out=tmp_path / "dense", quiet=True).run()
+    monkeypatch.setattr(runner, "DENSE_MIN_INPUTS", 10**9)
+    Campaign(_config(tmp_path), out=tmp_path / "ragged", quiet=True).run()
+    dense, ragged = _rows(tmp_path / "dense" / "results.db"), _rows(tmp_path / "ragged" /
+                                                                       "results.db")
+    assert len(dense) == 2 * 9 * 6 and dense == ragged
+
+
 def test_same_seed_same_results_whatever_the_batch_size(tmp_path):
     a = Campaign(_config(tmp_path, batch_size=7), out=tmp_path / "a", quiet=True)
     b = Campaign(_config(tmp_path, batch_size=64), out=tmp_path / "b", quiet=True)
