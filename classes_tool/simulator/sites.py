@@ -10,12 +10,21 @@ Generation (documented in docs/error-models.md):
 
 Site i of target T is drawn from its own generator seeded with (seed, crc32(T), i), so a site
 never depends on how many others are drawn, in which order, or by how many workers.
+
+Speed: a campaign draws one site per fault, so everything that consumes no randomness is
+prepared once per error model (`_Plan`: cumulative weights, merged parameter sets, value
+domains) and each site makes only its draws, in the same order and with the same arguments as
+the plain formulation, so site i keeps its exact positions and values. The per-site generator
+states are computed for a whole batch (`_site_states`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import zlib
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,7 @@ import numpy as np
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
 from classes_tool.simulator.error_model import ErrorModel
-from classes_tool.simulator.patterns import generate_positions
+from classes_tool.simulator.patterns import AFFINE_UNIFORM, GENERATORS, map_shape
 
 # Out-of-range values lie beyond the normal range by a log-uniform excess between 1% and
 # 10^6 times the range's width: from barely out of range to "very large".
@@ -65,10 +74,35 @@ class SiteSet:
 
 def _weighted(rng: np.random.Generator, weights: list[float]) -> int:
     """Index drawn with probability proportional to `weights` (all equal if they sum to 0)."""
-    w = np.cumsum(np.asarray(weights, dtype=float))
-    if w[-1] <= 0:
-        return int(rng.integers(0, len(w)))
-    return min(int(np.searchsorted(w, rng.random() * w[-1], side="right")), len(w) - 1)
+    return _Choice(weights).pick(rng)
+
+
+class _Choice:
+    """A weighted choice with its cumulative weights computed once (per error model).
+
+    `pick` draws exactly what `searchsorted(cumsum(w), rng.random() * w[-1], side="right")` draws
+    and returns the same index: bisect_right on the same cumulative sums (taken from np.cumsum) is
+    searchsorted's definition for sorted sums. Unsorted sums (negative or NaN weights, only
+    possible in unvalidated models) keep np.searchsorted."""
+
+    __slots__ = ("cum", "total", "n", "sorted", "array")
+
+    def __init__(self, weights: list[Any]) -> None:
+        self.array = np.cumsum(np.asarray(weights, dtype=float))
+        self.n = len(self.array)
+        self.cum = self.array.tolist()
+        self.total = self.cum[-1] if self.n else 0.0
+        self.sorted = all(a <= b for a, b in zip(self.cum, self.cum[1:], strict=False))
+
+    def pick(self, rng: np.random.Generator) -> int:
+        if self.n == 0:
+            raise IndexError("a weighted choice needs at least one entry")
+        if self.total <= 0:
+            return int(rng.integers(0, self.n))
+        x = rng.random() * self.total
+        i = bisect_right(self.cum, x) if self.sorted else int(
+            np.searchsorted(self.array, x, side="right"))
+        return min(i, self.n - 1)
 
 
 def _resolve(value: Any, rng: np.random.Generator) -> Any:
@@ -79,10 +113,116 @@ def _resolve(value: Any, rng: np.random.Generator) -> Any:
 
 
 GENERATED_CLASSES = ("in_range", "out_of_range", "zero", "nan", "inf")
+IN_RANGE, OUT_OF_RANGE, ZERO, NAN, INF = range(len(GENERATED_CLASSES))
 
 
 def _class_name(name: str) -> str:
     return "out_of_range" if name == "flip" else name  # sign flips (~1e-5) count as out of range
+
+
+class _Domain:
+    """A `domain_classes` entry, prepared once: class probabilities and their cumulative sums
+    ("random"), or bin class ids and bins (merged per generated class as a dict would)."""
+
+    __slots__ = ("random", "cum", "total", "ids", "bins", "kind")
+
+    def __init__(self, domain: dict[str, Any]) -> None:
+        self.random = "random" in domain
+        if self.random:
+            p = np.zeros(len(GENERATED_CLASSES))
+            for k, v in domain["values"].items():
+                p[GENERATED_CLASSES.index(_class_name(k))] += float(v)
+            p = p / p.sum() if p.sum() > 0 else np.full(len(p), 1 / len(p))
+            self.cum, self.total = np.cumsum(p), p.sum()
+            return
+        bins = {_class_name(k): v for k, v in domain.items() if k not in ("count", "frequency")}
+        self.ids = np.array([GENERATED_CLASSES.index(k) for k in bins], dtype=np.int64)
+        self.bins = list(bins.values())
+        # Shortcuts, only for plain bins 0 <= low <= high (what validation guarantees): one
+        # bin ("single": its share is 1 whatever is drawn) or two ("pair": the split computed
+        # with python floats, which is exact here, see `_split_pair`).
+        plain = all(isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)
+                    and 0 <= v[0] <= v[1] for v in self.bins)
+        self.kind = {1: "single", 2: "pair"}.get(len(self.bins), "") if plain else ""
+        if self.kind == "pair":  # as rng.uniform computes them: low, high - low in doubles
+            self.bins = [(float(v[0]), float(v[1]) - float(v[0])) for v in self.bins]
+
+    def layout(self, rng: np.random.Generator, n: int) -> list[tuple[int, int, Any]]:
+        """Which positions get which value class: (class id, count, where) for each class
+        present, in increasing class order; `where` is a boolean mask over the n positions,
+        or None when that class has them all. Draws what `_value_class_ids` draws."""
+        if self.random:
+            ids = self.cum.searchsorted(rng.random(n) * self.total, side="right")
+            return _layout(ids.clip(0, len(GENERATED_CLASSES) - 1))
+        if self.kind == "single":
+            rng.random()  # the only bin's share: one double, as rng.uniform(low, high) draws
+            rng.permutation(n)  # the shuffle of n equal ids (the same draws for any content)
+            return [(int(self.ids[0]), n, None)] if n else []
+        if self.kind == "pair":
+            (low0, span0), (low1, span1) = self.bins
+            if AFFINE_UNIFORM:  # exactly rng.uniform(low, high), see patterns._uniform
+                share = [low0 + span0 * rng.random(), low1 + span1 * rng.random()]
+            else:
+                share = [rng.uniform(low0, low0 + span0), rng.uniform(low1, low1 + span1)]
+            counts = _split_pair(share, n)
+            if counts is not None:
+                # permutation(repeat(ids, counts)) is repeat(ids, counts)[permutation(n)]: the
+                # shuffle's draws do not depend on the content, so the first bin's positions
+                # are where permutation(n) < counts[0]
+                order = rng.permutation(n)
+                (i0, c0), (i1, c1) = sorted(zip(self.ids.tolist(), counts, strict=True))
+                if not (c0 and c1):
+                    return [(i0, n, None)] if c0 else [(i1, n, None)] if c1 else []
+                first = order < counts[0]
+                return ([(i0, c0, first), (i1, c1, ~first)] if i0 == int(self.ids[0])
+                        else [(i0, c0, ~first), (i1, c1, first)])
+            counts = _split(np.array(share), n)
+        else:
+            counts = _split(np.array([rng.uniform(*v) for v in self.bins]), n)
+        return _layout(rng.permutation(np.repeat(self.ids, counts)))
+
+
+def _layout(ids: np.ndarray) -> list[tuple[int, int, Any]]:
+    """`_Domain.layout` from one class id per position."""
+    counts = np.bincount(ids, minlength=len(GENERATED_CLASSES)).tolist()
+    present = [(cls, k) for cls, k in enumerate(counts) if k]
+    if len(present) == 1:
+        return [(present[0][0], present[0][1], None)]
+    return [(cls, k, ids == cls) for cls, k in present]
+
+
+def _split(share: np.ndarray, n: int) -> np.ndarray:
+    """Bin shares -> counts summing to n: normalised, floored, then largest remainders."""
+    share = share / share.sum() if share.sum() > 0 else np.full(len(share), 1 / len(share))
+    exact = share * n
+    counts = np.floor(exact).astype(int)
+    missing = n - counts.sum()
+    if missing:
+        counts[np.argsort(-(exact - counts))[:missing]] += 1  # largest remainders
+    return counts
+
+
+def _split_pair(share: list[float], n: int) -> list[int] | None:
+    """`_split` of two shares >= +0 with python floats: their sum is a0 + a1 in any order, the
+    other steps are one IEEE operation each. A tie of remainders, whose order depends on
+    np.argsort's algorithm, returns None (`_split` decides)."""
+    a0, a1 = share
+    s = a0 + a1
+    e0, e1 = (a0 / s * n, a1 / s * n) if s > 0 else (0.5 * n, 0.5 * n)
+    counts = [math.floor(e0), math.floor(e1)]
+    missing = n - (counts[0] + counts[1])
+    if missing:
+        r0, r1 = -(e0 - counts[0]), -(e1 - counts[1])
+        if r0 < r1:
+            order = [0, 1]
+        elif r1 < r0:
+            order = [1, 0]
+        else:
+            return None
+        for j in order[:missing]:
+            counts[j] += 1
+    return counts
 
 
 def _value_classes(rng: np.random.Generator, n: int, domain: dict[str, Any]) -> list[str]:
@@ -92,65 +232,219 @@ def _value_classes(rng: np.random.Generator, n: int, domain: dict[str, Any]) -> 
 
 def _value_class_ids(rng: np.random.Generator, n: int, domain: dict[str, Any]) -> np.ndarray:
     """`_value_classes` as indices into GENERATED_CLASSES (what the site generator uses)."""
-    if "random" in domain:
-        p = np.zeros(len(GENERATED_CLASSES))
-        for k, v in domain["values"].items():
-            p[GENERATED_CLASSES.index(_class_name(k))] += float(v)
-        p = p / p.sum() if p.sum() > 0 else np.full(len(p), 1 / len(p))
-        return np.searchsorted(np.cumsum(p), rng.random(n) * p.sum(), side="right").clip(
-            0, len(p) - 1)
-    bins = {_class_name(k): v for k, v in domain.items() if k not in ("count", "frequency")}
-    ids = np.array([GENERATED_CLASSES.index(k) for k in bins], dtype=np.int64)
-    share = np.array([rng.uniform(*v) for v in bins.values()])
-    share = share / share.sum() if share.sum() > 0 else np.full(len(ids), 1 / len(ids))
-    exact = share * n
-    counts = np.floor(exact).astype(int)
-    counts[np.argsort(-(exact - counts))[: n - counts.sum()]] += 1  # largest remainders
-    return rng.permutation(np.repeat(ids, counts))
+    ids = np.zeros(n, dtype=np.int64)
+    for cls, _, where in _Domain(domain).layout(rng, n):
+        ids[slice(None) if where is None else where] = cls
+    return ids
 
 
-def _values(rng: np.random.Generator, class_ids: np.ndarray, low: float, high: float
-            ) -> np.ndarray:
-    """A value per position for its class (indices into GENERATED_CLASSES), drawn class by class."""
-    class_ids = np.asarray(class_ids)
-    out = np.zeros(len(class_ids), dtype=np.float32)
+def _class_values(rng: np.random.Generator, cls: int, n: int, low: float, high: float,
+                  width: float) -> Any:
+    """The n values of one class (float64 array or scalar), drawn as `_values` draws them."""
+    if cls == IN_RANGE:
+        return rng.uniform(low, high, n) if high > low else low
+    if cls == OUT_OF_RANGE:
+        excess = width * 10.0 ** rng.uniform(*OUT_OF_RANGE_EXPONENTS, n)
+        return np.where(rng.random(n) < 0.5, high + excess, low - excess)
+    if cls == NAN:
+        return np.nan
+    if cls == INF:
+        return np.where(rng.random(n) < 0.5, np.inf, -np.inf)
+    return 0.0  # zero
+
+
+def _values(rng: np.random.Generator, layout: list[tuple[int, int, Any]], low: float,
+            high: float, n: int) -> np.ndarray:
+    """A value per position for its class (`_Domain.layout`), drawn class by class in increasing
+    class order."""
     width = max(high - low, abs(high), abs(low), 1e-3)
-    for cls in np.unique(class_ids).tolist():
-        at = np.flatnonzero(class_ids == cls)
-        name = GENERATED_CLASSES[cls]
-        if name == "in_range":
-            out[at] = rng.uniform(low, high, len(at)) if high > low else low
-        elif name == "out_of_range":
-            excess = width * 10.0 ** rng.uniform(*OUT_OF_RANGE_EXPONENTS, len(at))
-            out[at] = np.where(rng.random(len(at)) < 0.5, high + excess, low - excess)
-        elif name == "nan":
-            out[at] = np.nan
-        elif name == "inf":
-            out[at] = np.where(rng.random(len(at)) < 0.5, np.inf, -np.inf)
-        # zero: already 0
+    if len(layout) == 1:
+        out = np.empty(n, dtype=np.float32)
+        out[:] = _class_values(rng, layout[0][0], n, low, high, width)
+        return out
+    out = np.zeros(n, dtype=np.float32)
+    for cls, k, where in layout:
+        if cls != ZERO:
+            out[where] = _class_values(rng, cls, k, low, high, width)
     return out
+
+
+class _Plan:
+    """Everything `draw_site` needs from an error model that consumes no randomness: class
+    names, cumulative weights, merged parameter sets with their RANDOM entries, domains."""
+
+    def __init__(self, model_data: dict[str, Any]) -> None:
+        classes = {k: v for k, v in model_data.items() if not k.startswith("_")}
+        self.names = list(classes)
+        self.choice = _Choice([classes[n]["frequency"] for n in self.names])
+        self.classes = []
+        for name in self.names:
+            spec = classes[name]
+            params = []
+            for chosen in spec["parameters"]:
+                merged = {**chosen.get("stats", {}), **chosen.get("keys", {})}
+                random = [(k, v["RANDOM"]) for k, v in merged.items()
+                          if isinstance(v, dict) and "RANDOM" in v]
+                params.append((merged, random))
+            self.classes.append((
+                name, GENERATORS[name] if name in GENERATORS else _unknown(name),
+                _Choice([p["conditional_frequency"] for p in spec["parameters"]]), params,
+                _Choice([d["frequency"] for d in spec["domain_classes"]]),
+                [_Domain(d) for d in spec["domain_classes"]]))
+
+    def draw(self, rng: np.random.Generator, hwc: tuple[int, int, int], low: float, high: float
+             ) -> tuple[str, np.ndarray, np.ndarray]:
+        name, generate, param_choice, params, domain_choice, domains = \
+            self.classes[self.choice.pick(rng)]
+        merged, random = params[param_choice.pick(rng)]
+        if random:  # resolved in the merged dict's order, as `_resolve` over it would
+            merged = dict(merged)
+            for key, choices in random:
+                merged[key] = choices[int(rng.integers(0, len(choices)))]
+        positions = generate(rng, *hwc, merged)
+        domain = domains[domain_choice.pick(rng)]
+        n = len(positions)
+        return name, positions, _values(rng, domain.layout(rng, n), low, high, n)
+
+
+def _unknown(name: str):
+    def generate(*args):
+        raise KeyError(name)
+    return generate
+
+
+_PLANS: dict[int, tuple[dict[str, Any], _Plan]] = {}
+
+
+def _plan(model: ErrorModel) -> _Plan:
+    """The prepared plan of `model`, cached by object id and checked against a deep copy of the
+    data it was built from (a dict comparison, ~10 us), so a mutated or new model never reuses a
+    stale plan."""
+    hit = _PLANS.get(id(model))
+    if hit is not None and hit[0] == model.data:
+        return hit[1]
+    plan = _Plan(model.data)
+    if len(_PLANS) >= 16:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[id(model)] = (copy.deepcopy(model.data), plan)
+    return plan
+
+
+# --- per-site generators -------------------------------------------------------------------
+# default_rng([seed, crc, i]) costs ~12 us, as much as the rest of a site. It is
+# Generator(PCG64(SeedSequence([seed, crc, i]))): SeedSequence hashes the entropy words into
+# a pool and PCG64 seeds itself from 4 uint64 words of it. `_site_states` computes those states
+# for a whole batch at once (numpy uint32 arithmetic over the sites, then the 128-bit PCG
+# seeding step in python ints) and one Generator is re-pointed at each state (~1 us). The
+# result is checked against default_rng once per process; on any mismatch (another NumPy),
+# and for small batches, default_rng is used as before.
+_M32 = 0xFFFFFFFF
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
+_PCG_MULT = (2549297995355413924 << 64) + 4865540595714422341
+_M128 = (1 << 128) - 1
+_FAST_MIN_SITES = 16
+
+
+def _words(n: int) -> list[int]:
+    """An int as SeedSequence's uint32 entropy words (least significant first)."""
+    if n < 0:
+        raise ValueError("expected non-negative integer")
+    out = [n & _M32] if n == 0 else []
+    while n > 0:
+        out.append(n & _M32)
+        n >>= 32
+    return out
+
+
+def _site_states(prefix: list[int], first: int, count: int) -> list[tuple[int, int]]:
+    """PCG64 (state, inc) of default_rng([*prefix, i]) for i in first .. first+count-1
+    (each i below 2**32: one entropy word)."""
+    u32 = np.uint32
+    entropy = [np.full(count, w, dtype=u32) for w in (w for p in prefix for w in _words(p))]
+    entropy.append(np.arange(first, first + count, dtype=np.uint64).astype(u32))
+    hash_const = _INIT_A
+
+    def hashmix(value: np.ndarray) -> np.ndarray:
+        nonlocal hash_const
+        value = value ^ u32(hash_const)
+        hash_const = (hash_const * _MULT_A) & _M32
+        value = value * u32(hash_const)
+        return value ^ (value >> u32(16))
+
+    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r = x * u32(_MIX_L) - y * u32(_MIX_R)
+        return r ^ (r >> u32(16))
+
+    zeros = np.zeros(count, dtype=u32)
+    pool = [hashmix(entropy[i] if i < len(entropy) else zeros) for i in range(4)]
+    for src in range(4):
+        for dst in range(4):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(4, len(entropy)):
+        for dst in range(4):
+            pool[dst] = mix(pool[dst], hashmix(entropy[src]))
+    hash_const = _INIT_B
+    words = []
+    for i in range(8):
+        value = pool[i % 4] ^ u32(hash_const)
+        hash_const = (hash_const * _MULT_B) & _M32
+        value = value * u32(hash_const)
+        words.append((value ^ (value >> u32(16))).astype(np.uint64))
+    # little-endian pairs of words -> 4 uint64: seed = (v0 << 64) | v1, stream = (v2 << 64) | v3
+    v = [(words[2 * j] | (words[2 * j + 1] << np.uint64(32))).tolist() for j in range(4)]
+    states = []
+    for v0, v1, v2, v3 in zip(*v, strict=True):
+        inc = ((((v2 << 64) | v3) << 1) | 1) & _M128
+        # pcg_setseq_128_srandom_r: state = 0, step, add the seed, step
+        state = (((inc + ((v0 << 64) | v1)) & _M128) * _PCG_MULT + inc) & _M128
+        states.append((state, inc))
+    return states
 
 
 def draw_site(model: ErrorModel, shape: tuple[int, ...], value_range: tuple[float, float],
               rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
     """One site: (spatial class, distinct flat positions, values)."""
-    classes = model.classes
-    names = list(classes)
-    pattern = names[_weighted(rng, [classes[n]["frequency"] for n in names])]
-    spec = classes[pattern]
-    params_list = spec["parameters"]
-    chosen = params_list[_weighted(rng, [p["conditional_frequency"] for p in params_list])]
-    params = {k: _resolve(v, rng) for k, v in {**chosen.get("stats", {}),
-                                               **chosen.get("keys", {})}.items()}
-    positions = generate_positions(pattern, shape, params, rng)
-    domains = spec["domain_classes"]
-    domain = domains[_weighted(rng, [d["frequency"] for d in domains])]
-    values = _values(rng, _value_class_ids(rng, len(positions), domain), *value_range)
-    return pattern, positions, values
+    low, high = value_range
+    return _plan(model).draw(rng, map_shape(shape), low, high)
 
 
 def target_seed(seed: int, target: str) -> list[int]:
     return [int(seed), zlib.crc32(target.encode())]
+
+
+_CHECKED: list[bool] = []
+
+
+def _fast_states_ok() -> bool:
+    """Whether `_site_states` reproduces default_rng here (checked once per process)."""
+    if not _CHECKED:
+        ok = True
+        for prefix, first in (([0, 0], 0), ([1, 2**32 - 1], 5), ([2**40 + 3, 12345], 2**32 - 3),
+                              ([2**70, 0], 77)):
+            for i, (state, inc) in enumerate(_site_states(prefix, first, 3)):
+                ref = np.random.default_rng([*prefix, first + i]).bit_generator.state
+                ok &= ref["state"] == {"state": state, "inc": inc} and not ref["has_uint32"]
+        _CHECKED.append(ok)
+    return _CHECKED[0]
+
+
+def _site_rngs(seed: int, target: str, first: int, count: int):
+    """The generators of sites first .. first+count-1: default_rng([seed, crc32(target), i])."""
+    prefix = target_seed(seed, target)
+    if (count >= _FAST_MIN_SITES and prefix[0] >= 0 and 0 <= first
+            and first + count <= 2**32 and _fast_states_ok()):
+        bit_generator = np.random.PCG64(0)
+        rng = np.random.Generator(bit_generator)
+        fresh = {"bit_generator": "PCG64", "state": None, "has_uint32": 0, "uinteger": 0}
+        for state, inc in _site_states(prefix, first, count):
+            fresh["state"] = {"state": state, "inc": inc}
+            bit_generator.state = fresh
+            yield rng
+    else:
+        for i in range(first, first + count):
+            yield np.random.default_rng([*prefix, i])
 
 
 def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
@@ -165,10 +459,10 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
     low, high = float(value_range[0]), float(value_range[1])
     if not (np.isfinite(low) and np.isfinite(high) and low <= high):
         raise UserError(f"invalid normal value range for {target}: [{low}, {high}]")
+    plan, hwc = _plan(model), map_shape(shape)
     positions, values, lengths, patterns = [], [], [], []
-    for i in range(first, first + count):
-        rng = np.random.default_rng([*target_seed(seed, target), i])
-        pattern, pos, val = draw_site(model, shape, (low, high), rng)
+    for rng in _site_rngs(seed, target, first, count):
+        pattern, pos, val = plan.draw(rng, hwc, low, high)
         positions.append(pos)
         values.append(val)
         lengths.append(len(pos))
