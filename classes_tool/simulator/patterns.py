@@ -110,9 +110,25 @@ def _spaced(rng: np.random.Generator, n: int, k: int, skip: int) -> range:
 
 
 def _channels(rng: np.random.Generator, channels: int, p: Params) -> range:
-    k = _count(rng, channels, p.get("affected_channels_pct"), p.get("max_corrupted_channels"))
-    skip = _int_in(rng, p.get("min_channel_skip"), p.get("max_channel_skip"))
-    return _spaced(rng, channels, k, skip)
+    """`choose_channels` as a range (`_count`, `_int_in` and `_spaced` inlined: called per site)."""
+    pct, cap = p.get("affected_channels_pct"), p.get("max_corrupted_channels")
+    if pct is None:
+        k = channels
+    else:
+        k = int(round(channels * (_uniform(rng, pct[0], pct[1]) / 100.0)))
+    if cap is not None:
+        k = min(k, int(cap))
+    k = min(max(k, 1), channels)
+    low, high = p.get("min_channel_skip"), p.get("max_channel_skip")
+    low = 1 if low is None else int(low)
+    high = low if high is None else int(high)
+    skip = int(rng.integers(min(low, high), max(low, high) + 1))
+    if k <= 1:
+        start = int(rng.integers(0, channels))
+        return range(start, start + 1)
+    skip = max(1, min(skip, (channels - 1) // (k - 1)))
+    start = int(rng.integers(0, channels - (k - 1) * skip))
+    return range(start, start + k * skip, skip)
 
 
 def choose_channels(rng: np.random.Generator, channels: int, p: Params) -> np.ndarray:

@@ -72,11 +72,6 @@ class SiteSet:
                 "seed": self.seed, "patterns": self.patterns}
 
 
-def _weighted(rng: np.random.Generator, weights: list[float]) -> int:
-    """Index drawn with probability proportional to `weights` (all equal if they sum to 0)."""
-    return _Choice(weights).pick(rng)
-
-
 class _Choice:
     """A weighted choice with its cumulative weights computed once (per error model).
 
@@ -104,12 +99,13 @@ class _Choice:
             np.searchsorted(self.array, x, side="right"))
         return min(i, self.n - 1)
 
-
-def _resolve(value: Any, rng: np.random.Generator) -> Any:
-    if isinstance(value, dict) and "RANDOM" in value:
-        choices = value["RANDOM"]
-        return choices[int(rng.integers(0, len(choices)))]
-    return value
+    def pick_one(self, rng: np.random.Generator) -> int:
+        """`pick` of a one-entry choice: 0 after the same single draw."""
+        if self.total <= 0:
+            rng.integers(0, 1)
+        else:
+            rng.random()
+        return 0
 
 
 GENERATED_CLASSES = ("in_range", "out_of_range", "zero", "nan", "inf")
@@ -296,13 +292,15 @@ class _Plan:
              ) -> tuple[str, np.ndarray, np.ndarray]:
         name, generate, param_choice, params, domain_choice, domains = \
             self.classes[self.choice.pick(rng)]
-        merged, random = params[param_choice.pick(rng)]
-        if random:  # resolved in the merged dict's order, as `_resolve` over it would
+        merged, random = params[param_choice.pick(rng) if param_choice.n > 1 else
+                                param_choice.pick_one(rng)]
+        if random:  # each {"RANDOM": [...]} resolved uniformly, in the merged dict's order
             merged = dict(merged)
             for key, choices in random:
                 merged[key] = choices[int(rng.integers(0, len(choices)))]
         positions = generate(rng, *hwc, merged)
-        domain = domains[domain_choice.pick(rng)]
+        domain = domains[domain_choice.pick(rng) if domain_choice.n > 1 else
+                         domain_choice.pick_one(rng)]
         n = len(positions)
         return name, positions, _values(rng, domain.layout(rng, n), low, high, n)
 
