@@ -14,8 +14,7 @@ never depends on how many others are drawn, in which order, or by how many worke
 Speed: a campaign draws one site per fault, so everything that consumes no randomness is
 prepared once per error model (`_Plan`: cumulative weights, merged parameter sets, value
 domains) and each site makes only its draws, in the same order and with the same arguments as
-the plain formulation, so site i keeps its exact positions and values. The per-site generator
-states are computed for a whole batch (`_site_states`).
+the plain formulation, so site i keeps its exact positions and values.
 """
 
 from __future__ import annotations
@@ -328,79 +327,6 @@ def _plan(model: ErrorModel) -> _Plan:
     return plan
 
 
-# --- per-site generators -------------------------------------------------------------------
-# default_rng([seed, crc, i]) costs ~12 us, as much as the rest of a site. It is
-# Generator(PCG64(SeedSequence([seed, crc, i]))): SeedSequence hashes the entropy words into
-# a pool and PCG64 seeds itself from 4 uint64 words of it. `_site_states` computes those states
-# for a whole batch at once (numpy uint32 arithmetic over the sites, then the 128-bit PCG
-# seeding step in python ints) and one Generator is re-pointed at each state (~1 us). The
-# result is checked against default_rng once per process; on any mismatch (another NumPy),
-# and for small batches, default_rng is used as before.
-_M32 = 0xFFFFFFFF
-_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
-_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
-_PCG_MULT = (2549297995355413924 << 64) + 4865540595714422341
-_M128 = (1 << 128) - 1
-_FAST_MIN_SITES = 16
-
-
-def _words(n: int) -> list[int]:
-    """An int as SeedSequence's uint32 entropy words (least significant first)."""
-    if n < 0:
-        raise ValueError("expected non-negative integer")
-    out = [n & _M32] if n == 0 else []
-    while n > 0:
-        out.append(n & _M32)
-        n >>= 32
-    return out
-
-
-def _site_states(prefix: list[int], first: int, count: int) -> list[tuple[int, int]]:
-    """PCG64 (state, inc) of default_rng([*prefix, i]) for i in first .. first+count-1
-    (each i below 2**32: one entropy word)."""
-    u32 = np.uint32
-    entropy = [np.full(count, w, dtype=u32) for w in (w for p in prefix for w in _words(p))]
-    entropy.append(np.arange(first, first + count, dtype=np.uint64).astype(u32))
-    hash_const = _INIT_A
-
-    def hashmix(value: np.ndarray) -> np.ndarray:
-        nonlocal hash_const
-        value = value ^ u32(hash_const)
-        hash_const = (hash_const * _MULT_A) & _M32
-        value = value * u32(hash_const)
-        return value ^ (value >> u32(16))
-
-    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        r = x * u32(_MIX_L) - y * u32(_MIX_R)
-        return r ^ (r >> u32(16))
-
-    zeros = np.zeros(count, dtype=u32)
-    pool = [hashmix(entropy[i] if i < len(entropy) else zeros) for i in range(4)]
-    for src in range(4):
-        for dst in range(4):
-            if src != dst:
-                pool[dst] = mix(pool[dst], hashmix(pool[src]))
-    for src in range(4, len(entropy)):
-        for dst in range(4):
-            pool[dst] = mix(pool[dst], hashmix(entropy[src]))
-    hash_const = _INIT_B
-    words = []
-    for i in range(8):
-        value = pool[i % 4] ^ u32(hash_const)
-        hash_const = (hash_const * _MULT_B) & _M32
-        value = value * u32(hash_const)
-        words.append((value ^ (value >> u32(16))).astype(np.uint64))
-    # little-endian pairs of words -> 4 uint64: seed = (v0 << 64) | v1, stream = (v2 << 64) | v3
-    v = [(words[2 * j] | (words[2 * j + 1] << np.uint64(32))).tolist() for j in range(4)]
-    states = []
-    for v0, v1, v2, v3 in zip(*v, strict=True):
-        inc = ((((v2 << 64) | v3) << 1) | 1) & _M128
-        # pcg_setseq_128_srandom_r: state = 0, step, add the seed, step
-        state = (((inc + ((v0 << 64) | v1)) & _M128) * _PCG_MULT + inc) & _M128
-        states.append((state, inc))
-    return states
-
-
 def draw_site(model: ErrorModel, shape: tuple[int, ...], value_range: tuple[float, float],
               rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
     """One site: (spatial class, distinct flat positions, values)."""
@@ -412,37 +338,11 @@ def target_seed(seed: int, target: str) -> list[int]:
     return [int(seed), zlib.crc32(target.encode())]
 
 
-_CHECKED: list[bool] = []
-
-
-def _fast_states_ok() -> bool:
-    """Whether `_site_states` reproduces default_rng here (checked once per process)."""
-    if not _CHECKED:
-        ok = True
-        for prefix, first in (([0, 0], 0), ([1, 2**32 - 1], 5), ([2**40 + 3, 12345], 2**32 - 3),
-                              ([2**70, 0], 77)):
-            for i, (state, inc) in enumerate(_site_states(prefix, first, 3)):
-                ref = np.random.default_rng([*prefix, first + i]).bit_generator.state
-                ok &= ref["state"] == {"state": state, "inc": inc} and not ref["has_uint32"]
-        _CHECKED.append(ok)
-    return _CHECKED[0]
-
-
 def _site_rngs(seed: int, target: str, first: int, count: int):
     """The generators of sites first .. first+count-1: default_rng([seed, crc32(target), i])."""
     prefix = target_seed(seed, target)
-    if (count >= _FAST_MIN_SITES and prefix[0] >= 0 and 0 <= first
-            and first + count <= 2**32 and _fast_states_ok()):
-        bit_generator = np.random.PCG64(0)
-        rng = np.random.Generator(bit_generator)
-        fresh = {"bit_generator": "PCG64", "state": None, "has_uint32": 0, "uinteger": 0}
-        for state, inc in _site_states(prefix, first, count):
-            fresh["state"] = {"state": state, "inc": inc}
-            bit_generator.state = fresh
-            yield rng
-    else:
-        for i in range(first, first + count):
-            yield np.random.default_rng([*prefix, i])
+    for i in range(first, first + count):
+        yield np.random.default_rng([*prefix, i])
 
 
 def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],

@@ -157,26 +157,6 @@ def test_pieces_concatenate_to_one_draw(name, shape):
     np.testing.assert_array_equal(lengths, np.diff(full.splits))
 
 
-def test_batched_generator_states_equal_default_rng():
-    rng = np.random.default_rng(0)
-    for prefix in ([0, 0], [1, 2**32 - 1], [2**32, 7], [2**64 + 5, 123], [int(rng.integers(2**62)),
-                                                                          12]):
-        first = int(rng.integers(0, 2**32 - 40))
-        for i, (state, inc) in enumerate(sites._site_states(prefix, first, 40)):
-            ref = np.random.default_rng([*prefix, first + i]).bit_generator.state["state"]
-            assert ref == {"state": state, "inc": inc}
-    assert sites._fast_states_ok()
-
-
-def test_generators_make_the_draws_default_rng_makes():
-    a = list(sites._site_rngs(9, "conv2", 5, 20))  # one generator re-pointed per site
-    for i in range(20):
-        ref = np.random.default_rng([9, sites.target_seed(9, "conv2")[1], 5 + i])
-        got = next(iter(sites._site_rngs(9, "conv2", 5 + i, 20)))
-        assert got.random() == ref.random() and got.integers(0, 7) == ref.integers(0, 7)
-    assert len(a) == 20
-
-
 def test_exact_uniform_shortcut_draws_what_uniform_draws():
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     for low, high in [(0.0, 10.0), (75.0, 87.5), (12.5, 25.0), (90, 100), (5.0, 5.0), (-3, 2.5)]:
