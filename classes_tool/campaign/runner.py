@@ -260,6 +260,9 @@ class Campaign:
                                       static_shapes=False)
                     return run_suffix(hit, batch)
 
+            # the traced graph itself: calling it skips the per-call signature matching
+            faulty_fn = faulty_fn.get_concrete_function()
+
         def draw(start: int):
             """The sites of the faults batch `start` touches (site j = local fault f0 + j)."""
             f0 = start // m
