@@ -42,7 +42,7 @@ def cmd_campaign(args: argparse.Namespace) -> None:
               "with --resume")
         raise
     if not args.quiet:
-        print(format_summary(summary))
+        print(format_summary(summary, campaign.config.confidence))
     print(f"results: {campaign.db_path}; report (tables, plots, --csv) with: classes-tool "
           f"report {campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
 

@@ -348,8 +348,9 @@ def summarize(store: ResultStore) -> dict[str, Any]:
     return summary
 
 
-def format_summary(summary: dict[str, dict[str, int]]) -> str:
-    """A plain-text table of outcome rates per target."""
+def format_summary(summary: dict[str, dict[str, int]], confidence: float = 0.95) -> str:
+    """A plain-text table of outcome rates per target, intervals at `confidence` (the campaign's
+    own, so that the table agrees with the report)."""
     from classes_tool.campaign.outcomes import OUTCOMES
     from classes_tool.campaign.stats import wilson_interval
 
@@ -360,9 +361,10 @@ def format_summary(summary: dict[str, dict[str, int]]) -> str:
         cells = []
         for o in OUTCOMES:
             k = counts.get(o, 0)
-            low, high = wilson_interval(k, n, 0.95)
+            low, high = wilson_interval(k, n, confidence)
             cells.append(f"{100 * k / n:6.2f}% ±{100 * max(high - k / n, k / n - low):4.1f}"
                          if n else "-")
         lines.append(f"{target:<24}{n:>9}" + "".join(f"{c:>16}" for c in cells))
-    lines.append("(rates per (fault, input) evaluation, ± half-width of the 95% Wilson interval)")
+    lines.append("(rates per (fault, input) evaluation, ± half-width of the "
+                 f"{100 * confidence:g}% Wilson interval)")
     return "\n".join(lines)

@@ -215,3 +215,15 @@ def test_report_includes_injection_statistics(tmp_path, capsys):
     assert main(["report", str(tmp_path / "run" / "results.db"), "-o", str(tmp_path / "rep2"),
                  "--statistics", str(bad)]) == 2
     assert "not a fault-statistics JSON" in capsys.readouterr().err
+
+
+def test_summary_table_uses_the_campaigns_confidence():
+    from classes_tool.campaign.runner import format_summary
+    from classes_tool.campaign.stats import wilson_interval
+
+    counts = {"conv2": {"masked": 30, "critical_sdc": 10}}
+    lo, hi = wilson_interval(10, 40, 0.99)
+    text = format_summary(counts, 0.99)
+    assert f"25.00% ±{100 * max(hi - 0.25, 0.25 - lo):4.1f}" in text
+    assert "99% Wilson interval" in text
+    assert "95% Wilson interval" in format_summary(counts)
