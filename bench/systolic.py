@@ -68,8 +68,8 @@ def main() -> None:
                 for index in range(4):
                     array.clear_faults()
                     array.add_fault(random_fault(array, line, index))
-                    base.append(best(base_fn, 3))
-                    times.append(best(lambda array=array, A=A, B=B: array.matmul(A, B), 3))
+                    base.append(best(base_fn, 7))
+                    times.append(best(lambda array=array, A=A, B=B: array.matmul(A, B), 7))
                 array.clear_faults()
                 b = float(np.median(base))
                 ratios += [t / b for t in times]
