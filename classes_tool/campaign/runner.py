@@ -40,7 +40,9 @@ from classes_tool.simulator.error_model import ErrorModel, load_error_model
 
 RESULTS_DB = "results.db"
 SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
-DENSE_MIN_INPUTS = 4  # from this many inputs per fault on, a batch's sites go in as dense rows
+#: From this many inputs per fault on, a batch's sites go in as dense rows: a batch of `size`
+#: samples then holds at most size / 8 + 2 faults, so the rows stay a small fraction of the batch.
+DENSE_MIN_INPUTS = 8
 
 
 def dense_site_rows(sites, flat_size: int) -> tuple[np.ndarray, np.ndarray]:

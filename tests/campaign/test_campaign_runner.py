@@ -98,12 +98,13 @@ def test_dense_site_rows_write_what_the_scatter_writes():
 def test_dense_and_ragged_site_paths_store_identical_rows(tmp_path, monkeypatch):
     from classes_tool.campaign import runner
 
-    Campaign(_config(tmp_path), out=tmp_path / "dense", quiet=True).run()
+    assert runner.DENSE_MIN_INPUTS <= 8
+    Campaign(_config(tmp_path, inputs=8), out=tmp_path / "dense", quiet=True).run()
     monkeypatch.setattr(runner, "DENSE_MIN_INPUTS", 10**9)
-    Campaign(_config(tmp_path), out=tmp_path / "ragged", quiet=True).run()
+    Campaign(_config(tmp_path, inputs=8), out=tmp_path / "ragged", quiet=True).run()
     dense, ragged = _rows(tmp_path / "dense" / "results.db"), _rows(tmp_path / "ragged" /
                                                                        "results.db")
-    assert len(dense) == 2 * 9 * 6 and dense == ragged
+    assert len(dense) == 2 * 9 * 8 and dense == ragged
 
 
 def test_same_seed_same_results_whatever_the_batch_size(tmp_path):
