@@ -28,7 +28,10 @@ recomputed elements follow the sequential order exactly and the others are the B
 
 * Float arrays, permanent faults. A permanent fault hits the same local iterations of every tile,
   so the index sets depend only on (faults, shape) and are cached per array (`_plan`). The sums of
-  all reached elements and all their inner tiles advance one PE step per NumPy add.
+  all reached elements and all their inner tiles advance one PE step per NumPy add. A plan also
+  keeps its small value-free buffers for its next call (`_Workspace`: partial sums with the c
+  faults' actions bound to them, step products, BLAS coefficient layouts); results never alias
+  them.
   - Grid path: the reach is (nearly) local rows x local columns and operand faults act on whole
     rows (a) or columns (b) of it. One step's products of all tiles are one BLAS call
     ``coef @ vec`` with one non-zero per row of ``coef``: each output is one rounded product plus
@@ -43,7 +46,7 @@ recomputed elements follow the sequential order exactly and the others are the B
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -65,6 +68,7 @@ STEP_BLOCK = 1 << 14  # float paths: partial sums per block of elements
 BLAS_MIN = 1 << 11  # float grid: blocks with fewer sums form all their products with NumPy
 TRANSPOSE_BLOCK = 1 << 13  # elements per block of a cache-friendly transpose
 PLAN_CACHE = 64  # cached index plans per array (one per fault set and shape)
+WORKSPACE_MAX = 1 << 20  # bytes of sum/product buffers a plan may keep for its next call
 
 _SUPPORTED_IN = ("int8", "uint8", "int16", "float16", "float32", "float64")
 
@@ -140,10 +144,13 @@ def _unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
-def _transpose(src: np.ndarray) -> np.ndarray:
-    """Contiguous copy of a 2-D transpose, in blocks that stay in cache (2-3x faster)."""
+def _transpose(src: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Contiguous copy of a 2-D transpose, in blocks that stay in cache (2-3x faster).
+
+    Into `out` (contiguous, shape ``src.T.shape``) when given."""
     r, c = src.shape
-    out = np.empty((c, r), dtype=src.dtype)
+    if out is None:
+        out = np.empty((c, r), dtype=src.dtype)
     if r >= c:
         step = max(1, TRANSPOSE_BLOCK // c)
         for s in range(0, r, step):
@@ -177,19 +184,151 @@ def _all_finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(np.dot(flat, flat)))
 
 
-def _blas_steps(coef, vec, a_op, b_op, prod):
-    """product(kk): products of step kk by BLAS (``coef[kk] @ vec[kk]``) into `prod`, or
-    exactly by NumPy (``a_op[kk] * b_op[kk]``) with ``exact=True``."""
-    coefs, vecs, flat = list(coef), list(vec), prod.reshape(-1, prod.shape[-1])
-    matmul, multiply = np.matmul, np.multiply
+class _Workspace:
+    """Value-free buffers of one plan's float sums, kept for the plan's next call.
 
-    def product(kk: int, exact: bool = False) -> np.ndarray:
-        if exact:
-            multiply(a_op[kk], b_op[kk], out=prod)
+    Partial sums with their c faults' prepared in-place actions (`_Sums`), step products,
+    the BLAS coefficient matrices (zero but for a diagonal that every call overwrites) and
+    the transposed operand with its per-step views. Nothing in it reaches a caller: results
+    are copied into the caller's fresh array. Each call takes a workspace out of the plan's
+    pool and puts it back when done (`_take`, `_give`), so concurrent calls never share one;
+    only workspaces up to WORKSPACE_MAX bytes are kept.
+    """
+
+    def __init__(self) -> None:
+        self.items: dict = {}
+        self.nbytes = 0
+
+    def get(self, key, build):
+        """The item stored under `key`; `build()` makes it as (item, bytes it owns)."""
+        item = self.items.get(key)
+        if item is None:
+            item, nbytes = build()
+            self.items[key] = item
+            self.nbytes += nbytes
+        return item
+
+    def buffer(self, key, shape, dtype) -> np.ndarray:
+        """An uninitialised array kept under `key` (which must tell its shape and dtype)."""
+        buf = self.items.get(key)
+        if buf is None:
+            buf = self.items[key] = np.empty(shape, dtype=dtype)
+            self.nbytes += buf.nbytes
+        return buf
+
+
+def _take(pool: list) -> _Workspace:
+    try:
+        return pool.pop()
+    except IndexError:
+        return _Workspace()
+
+
+def _give(pool: list, ws: _Workspace) -> None:
+    if ws.nbytes <= WORKSPACE_MAX and len(pool) < 2:
+        pool.append(ws)
+
+
+def _coef_layout(n3: int, nK: int, outer: int, dtype: np.dtype):
+    """Coefficient matrices of a grid block's BLAS step products: zeros (n3, nK * outer, nK),
+    the view ``coef[kk, t, o, t]`` (n3, nK, outer) of the only non-zero entries, and the
+    per-step 2-D matrices as a list."""
+    coef = np.zeros((n3, nK, outer, nK), dtype=dtype)
+    st = coef.strides
+    diag = np.ndarray((n3, nK, outer), dtype, coef, strides=(st[0], st[1] + st[3], st[2]))
+    flat = coef.reshape(n3, nK * outer, nK)
+    return (flat, diag, list(flat)), coef.nbytes
+
+
+class _Sums:
+    """Sequential PE sums of one block of elements, with the c faults prepared once.
+
+    `run`: the products of each step (rounded to the accumulator dtype) come in the layout
+    of the sums. Each step adds its products (no fused multiply-add); a c fault corrupts the
+    partial sums it hits (`c_hits[kk]`) after that step; the tile results are added from +0
+    in inner-tile order into `out`.
+
+    BLAS products: ``coef @ vec`` where each row of coef has one non-zero entry; with finite
+    vec each output is one rounded product plus exact zeros, i.e. the product itself up to
+    the sign of a zero result. That sign cannot change a sum that is not -0, and a partial
+    sum starts at +0 and becomes -0 only by adding -0 to -0 or by a c fault, so while some
+    partial sum is -0 the step forms its products with NumPy instead. Without c faults no
+    partial sum is ever -0.
+
+    The partial sums `c` are a buffer of the caller (a `_Workspace` one); the c faults'
+    in-place actions are bound to it, so one instance serves every call of its plan.
+    """
+
+    def __init__(self, c: np.ndarray, c_hits, mac: np.dtype) -> None:
+        self.c, self.mac = c, mac
+        integer = mac.kind == "i"
+        work = c.dtype
+        # c faults as prepared in-place actions, each with the partial sums to look for -0 in
+        actions: list[list] = [[] for _ in c_hits]
+        prepared: dict = {}
+        for kk, hits in enumerate(c_hits):
+            for hit in hits:
+                if id(hit) not in prepared:
+                    f, idx, view, check = hit
+                    if integer:
+                        def act(f=f, idx=idx):
+                            c[idx] = f.corrupt(c[idx].astype(mac)).astype(work)
+                    elif view:
+                        act = f.corrupter(c[idx])
+                    else:
+                        def act(f=f, idx=idx):
+                            c[idx] = f.corrupt(c[idx])
+                    watch = (c[idx] if view else idx) if check else None
+                    prepared[id(hit)] = (act, watch)
+                actions[kk].append(prepared[id(hit)])
+        self.actions = actions
+        self.plain = not any(actions)
+
+    def run(self, kk_order, tile_axis: int, out: np.ndarray, steps: np.ndarray | None = None,
+            blas: tuple | None = None) -> None:
+        """The sums (see the class) of the products ``steps[kk]`` (NumPy, exact) or, with
+        `blas` = (coefs, vecs, prod, a_op, b_op), of ``coefs[kk] @ vecs[kk]`` into `prod`
+        (``a_op[kk] * b_op[kk]`` into `prod` while some partial sum is -0)."""
+        c = self.c
+        c.fill(0)
+        add, matmul, multiply = np.add, np.matmul, np.multiply
+        if blas is not None:
+            coefs, vecs, prod, a_op, b_op = blas
+            flat = prod.reshape(-1, prod.shape[-1])
+        if self.plain and blas is not None:  # the common case, as a tight loop
+            for kk in kk_order:
+                matmul(coefs[kk], vecs[kk], out=flat)
+                add(c, prod, out=c)
+        elif self.plain:
+            for kk in kk_order:
+                add(c, steps[kk], out=c)
         else:
-            matmul(coefs[kk], vecs[kk], out=flat)
-        return prod
-    return product
+            actions = self.actions
+            negative_zero = False
+            for kk in kk_order:
+                if blas is None:
+                    add(c, steps[kk], out=c)
+                else:
+                    if negative_zero:
+                        multiply(a_op[kk], b_op[kk], out=prod)
+                    else:
+                        matmul(coefs[kk], vecs[kk], out=flat)
+                    add(c, prod, out=c)
+                    if negative_zero:
+                        negative_zero = _has_negative_zero(c)
+                for act, watch in actions[kk]:
+                    act()
+                    if watch is not None and blas is not None and not negative_zero:
+                        negative_zero = _has_negative_zero(c[watch] if isinstance(watch, tuple)
+                                                           else watch)
+        mac = self.mac
+        if mac.kind == "i":
+            out[...] = c.sum(axis=tile_axis).astype(mac)  # modular: tile order is irrelevant
+            return
+        tiles = c if tile_axis == 0 else np.moveaxis(c, tile_axis, 0)
+        add(tiles[0], mac.type(0), out=out)  # from +0: a -0 tile result gives +0
+        for tile in range(1, len(tiles)):
+            add(out, tiles[tile], out=out)
 
 
 def _has_negative_zero(values: np.ndarray) -> bool:
@@ -249,6 +388,7 @@ class _GridPlan:
     view: tuple | None  # (row run, column run) when every result is written, as a view of C
     sel: np.ndarray | None  # written entries of the (outer, inner) results; None: all
     flat: np.ndarray  # their flat index into C
+    pool: list = field(default_factory=list, compare=False, repr=False)  # see _Workspace
 
 
 @dataclass(frozen=True)
@@ -274,6 +414,7 @@ class _PositionPlan:
     blocks: list  # (t0, t1, u0, u1): row tiles x column tiles computed together
     sel: np.ndarray | None  # elements of (nI, nJ, L) inside C (None: all)
     flat: np.ndarray  # their flat index into C
+    pool: list = field(default_factory=list, compare=False, repr=False)  # see _Workspace
 
 
 class SystolicArray:
@@ -637,7 +778,7 @@ class SystolicArray:
         Operand a is laid out (tile, step, row) (one transpose of the rows it needs), b
         (tile, step, column) (a view of B's columns), the sums (tile, column, row) or (tile,
         row, column): the longer side innermost. A step of all tiles is one BLAS product (see
-        `_accumulate`) or, for small blocks, all steps are one broadcast NumPy product.
+        `_Sums`) or, for small blocks, all steps are one broadcast NumPy product.
         """
         n1, n2, n3 = self.shape
         M, K = A.shape
@@ -645,9 +786,13 @@ class SystolicArray:
         nK = plan.nK
         work = np.dtype(np.int64) if self.mac_dtype.kind == "i" else self.mac_dtype
         R, S = len(plan.rows), len(plan.cols)
+        ws = _take(plan.pool)
         X, Y = self._operands(A, B, plan.rows, plan.cols, plan.nr, plan.nc, plan.row_run,
                               plan.col_run, False, bool(plan.b_steps))
-        a = _transpose(X).reshape(nK, n3, R)  # a[tile, step, row]: our own copy
+        # a[tile, step, row]: our own copy (a kept buffer when it is the BLAS vector)
+        keep_a = plan.rows_inner and X.dtype == work  # then vec below is a view of a_buf
+        a_buf = ws.buffer("a", X.shape[::-1], X.dtype) if keep_a else None
+        a = _transpose(X, a_buf).reshape(nK, n3, R)
         b = Y.reshape(nK, n3, S)
         for op, steps in ((a, plan.a_steps), (b, plan.b_steps)):
             for f, where in steps:  # chain order: upstream faults first
@@ -668,27 +813,29 @@ class SystolicArray:
         else:
             inner_n, outer_n, a_op, b_op = S, R, a[:, :, :, None], b[:, :, None, :]
         vec, sca = (a, b) if plan.rows_inner else (b, a)
+        vecs = None
         total = np.empty((outer_n, inner_n), dtype=self.mac_dtype)
-        for o0, o1, c_hits in plan.blocks:
+        for block, (o0, o1, c_hits) in enumerate(plan.blocks):
             shape = (nK, o1 - o0, inner_n)
+            sums = ws.get(("sums", block), lambda shape=shape, c_hits=c_hits: (
+                _Sums(ws.buffer(("c", shape), shape, work), c_hits, self.mac_dtype), 0))
             if plan.rows_inner:
                 a_blk, b_blk = a_op, b_op[:, :, o0:o1]
             else:
                 a_blk, b_blk = a_op[:, :, o0:o1], b_op
             if not blas or math.prod(shape) < BLAS_MIN:
                 steps = np.multiply(a_blk, b_blk)  # every product at once: one NumPy call
-                total[o0:o1] = self._accumulate(steps.__getitem__, shape, plan.kk_order,
-                                                c_hits, 0)
+                sums.run(plan.kk_order, 0, total[o0:o1], steps=steps)
                 continue
-            # coef[kk] @ vec[kk]: row (tile, outer) holds the outer operand at column `tile`
-            coef = np.zeros((n3, nK, o1 - o0, nK), dtype=work)
-            st = coef.strides
-            np.ndarray((n3, nK, o1 - o0), work, coef,  # the view coef[kk, t, o, t]
-                       strides=(st[0], st[1] + st[3], st[2]))[...] = sca[:, :, o0:o1]
-            coef = coef.reshape(n3, nK * (o1 - o0), nK)
-            product = _blas_steps(coef, vec, a_blk, b_blk, np.empty(shape, dtype=work))
-            total[o0:o1] = self._accumulate(product, shape, plan.kk_order, c_hits, 0,
-                                            exact_zeros=False)
+            # coefs[kk] @ vecs[kk]: row (tile, outer) holds the outer operand at column `tile`
+            coef, diag, coefs = ws.get(("coef", o1 - o0),
+                                       lambda o=o1 - o0: _coef_layout(n3, nK, o, work))
+            diag[...] = sca[:, :, o0:o1]
+            if vecs is None:  # the per-step views of a kept buffer are kept with it
+                vecs = ws.get("vecs", lambda: (list(vec), 0)) if keep_a else list(vec)
+            sums.run(plan.kk_order, 0, total[o0:o1],
+                     blas=(coefs, vecs, ws.buffer(("prod", shape), shape, work), a_blk, b_blk))
+        _give(plan.pool, ws)
         # golden is ours (fresh) and contiguous: write in place
         if plan.view is not None:
             (r0, r1), (c0, c1) = plan.view
@@ -701,69 +848,6 @@ class SystolicArray:
         total = total.reshape(-1)
         golden.reshape(-1)[plan.flat] = total if plan.sel is None else total[plan.sel]
         return golden
-
-    def _accumulate(self, product, shape, kk_order, c_hits, tile_axis: int,
-                    exact_zeros: bool = True) -> np.ndarray:
-        """Sequential PE sums of one block of elements; returns their results (tile axis gone).
-
-        `product(kk)` returns the products of step kk (rounded to the accumulator dtype) in
-        the layout `shape` of the sums. Each step adds its products (no fused multiply-add);
-        a c fault corrupts the partial sums it hits (`c_hits[kk]`) after that step; the tile
-        results are added from 0 in inner-tile order.
-
-        `exact_zeros` False: `product(kk)` comes from BLAS, ``coef @ vec`` where each row of
-        coef has one non-zero entry; with finite vec each output is one rounded product plus
-        exact zeros, i.e. the product itself up to the sign of a zero result. That sign cannot
-        change a sum that is not -0, and a partial sum starts at +0 and becomes -0 only by
-        adding -0 to -0 or by a c fault, so while some partial sum is -0 the step uses
-        `product(kk, exact=True)` (NumPy) instead.
-        """
-        mac = self.mac_dtype
-        integer = mac.kind == "i"
-        work = np.dtype(np.int64) if integer else mac
-        c = np.zeros(shape, dtype=work)
-        # c faults as prepared in-place actions, each with the partial sums to look for -0 in
-        actions: list[list] = [[] for _ in kk_order]
-        prepared: dict = {}
-        for kk, hits in enumerate(c_hits):
-            for hit in hits:
-                if id(hit) not in prepared:
-                    f, idx, view, check = hit
-                    if integer:
-                        def act(f=f, idx=idx):
-                            c[idx] = f.corrupt(c[idx].astype(mac)).astype(work)
-                    elif view:
-                        act = f.corrupter(c[idx])
-                    else:
-                        def act(f=f, idx=idx):
-                            c[idx] = f.corrupt(c[idx])
-                    watch = None
-                    if check and not exact_zeros:
-                        watch = c[idx] if view else idx
-                    prepared[id(hit)] = (act, watch)
-                actions[kk].append(prepared[id(hit)])
-        negative_zero = False
-        if not any(actions):  # the common case, as a tight loop
-            add = np.add
-            for kk in kk_order:
-                add(c, product(kk), out=c)
-            kk_order = ()
-        for kk in kk_order:
-            np.add(c, product(kk, True) if negative_zero else product(kk), out=c)
-            if negative_zero:
-                negative_zero = _has_negative_zero(c)
-            for act, watch in actions[kk]:
-                act()
-                if watch is not None and not negative_zero:
-                    negative_zero = _has_negative_zero(c[watch] if isinstance(watch, tuple)
-                                                       else watch)
-        if integer:
-            return c.sum(axis=tile_axis).astype(mac)  # modular: tile order is irrelevant
-        c = np.moveaxis(c, tile_axis, 0)
-        total = np.add(c[0], mac.type(0))  # from +0: a -0 tile result gives +0
-        for tile in c[1:]:
-            total += tile
-        return total
 
     def _operands(self, A, B, rows, cols, nr, nc, row_run, col_run, copy_a: bool,
                   copy_b: bool):
@@ -883,6 +967,7 @@ class SystolicArray:
         total = np.empty((nI, nJ, L), dtype=self.mac_dtype)
         largest = max((t1 - t0) * (u1 - u0) for t0, t1, u0, u1 in plan.blocks)
         buffer = np.empty(n3 * largest * L * nK, dtype=work)
+        ws = _take(plan.pool)
         for t0, t1, u0, u1 in plan.blocks:
             # (step, row tile, column tile, position, inner tile) products of the block: a
             # broadcast copy of a, then one product with b (long contiguous runs: fast)
@@ -890,8 +975,11 @@ class SystolicArray:
             prods = buffer[:n3 * math.prod(shape)].reshape(n3, *shape)
             np.copyto(prods, Ag[:, t0:t1, None])
             np.multiply(prods, Bg[:, None, u0:u1], out=prods)
-            total[t0:t1, u0:u1] = self._accumulate(prods.__getitem__, shape, plan.kk_order,
-                                                   plan.c_steps, -1)
+            # the c faults hit the same positions of every block: one _Sums per block shape
+            sums = ws.get(("sums", shape), lambda shape=shape: (
+                _Sums(ws.buffer(("c", shape), shape, work), plan.c_steps, self.mac_dtype), 0))
+            sums.run(plan.kk_order, -1, total[t0:t1, u0:u1], steps=prods)
+        _give(plan.pool, ws)
         out = golden.reshape(-1)  # golden is ours (fresh) and contiguous: write in place
         total = total.reshape(-1)
         out[plan.flat] = total if plan.sel is None else total[plan.sel]

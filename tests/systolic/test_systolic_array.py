@@ -42,7 +42,11 @@ def _check(array: SystolicArray, A, B, faults) -> None:
     array.clear_faults()
     for f in faults:
         array.add_fault(f)
-    fast = array.matmul(A, B)
+    _assert_exact(array, A, B, faults, array.matmul(A, B))
+
+
+def _assert_exact(array: SystolicArray, A, B, faults, fast) -> None:
+    """`fast` is the register model's result of A @ B with `faults` on `array`."""
     with np.errstate(all="ignore"):
         ref = reference_matmul(A, B, *array.shape, array.T, array.in_dtype, array.mac_dtype, faults)
     assert fast.dtype == array.mac_dtype
@@ -378,3 +382,38 @@ def test_float_paths_agree_with_windowed_path_at_scale(monkeypatch, dataflow, mi
         same = (fast.view(np.uint32) == windowed.view(np.uint32)) | (np.isnan(fast)
                                                                      & np.isnan(windowed))
         assert same.all(), faults
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # BLAS golden of inf/NaN inputs
+@pytest.mark.parametrize("min_blas", [0, None], ids=["blas-products", "default"])
+@pytest.mark.parametrize("shape", FLOAT_SHAPES, ids=["padded", "whole-tiles"])
+def test_kept_buffers_never_reach_results(monkeypatch, shape, min_blas):
+    # a plan keeps its partial sums, products, coefficient matrices and transposed operand for
+    # its next call: consecutive products with the same faults and other values (zeros of
+    # both signs, inf and NaN among them) stay exact, and an earlier result never changes
+    from classes_tool.systolic import array as array_module
+    if min_blas is not None:
+        monkeypatch.setattr(array_module, "BLAS_MIN", min_blas)
+    rng = np.random.default_rng(81)
+    for dataflow in DATAFLOW_CASES:
+        array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype="float32")
+        pes = array.pes.tolist()
+        for line in "abc":
+            x, y = pes[rng.integers(len(pes))]
+            x2, y2 = pes[rng.integers(len(pes))]
+            for faults in ([StuckAt(line, x, y, int(rng.integers(32)), 1)],
+                           [StuckAt(line, x, y, 31, 1), BitFlip("c", x2, y2, 31)]):
+                array.clear_faults()
+                for f in faults:
+                    array.add_fault(f)
+                kept = []
+                for trial in range(4):
+                    A, B = _float_inputs(shape, seed=int(rng.integers(1 << 30)))
+                    if trial == 1:
+                        A[0], B[:, -1] = 0.0, -0.0
+                    if trial == 2:
+                        A[-1, 0], B[1, 0] = np.inf, np.nan
+                    kept.append((A, B, array.matmul(A, B)))
+                    assert len(kept) < 2 or not np.shares_memory(kept[-1][2], kept[-2][2])
+                for A, B, fast in kept:
+                    _assert_exact(array, A, B, faults, fast)
