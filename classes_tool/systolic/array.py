@@ -947,7 +947,7 @@ class SystolicArray:
                               False)
         # (step, row or column, inner tile): one transpose of the rows/columns needed
         Au = _transpose(X.reshape(len(ur) * nK, n3)).reshape(n3, len(ur), nK)
-        Bu = _transpose(_transpose(Y).reshape(len(uc) * nK, n3)).reshape(n3, len(uc), nK)
+        Bu = _transpose(Y.reshape(nK, n3 * len(uc))).reshape(n3, len(uc), nK)
         ops = {}
         for line, U, ix, tiles, steps in (("a", Au, plan.rix, nI, plan.a_steps),
                                           ("b", Bu, plan.cix, nJ, plan.b_steps)):
