@@ -3,10 +3,11 @@ after every Conv2D) versus golden inference of the same ResNet-style CNN, batch 
 
     python bench/overhead.py            # target: ratio <= 1.10
 
-A second line gives the floor of this design on CPU: the same patched model whose every site is
-one position. A write of even one entry copies the whole tensor (TensorFlow 2.21's CPU
-TensorScatterUpdate does not reuse its input buffer, and a compiled XLA cluster cannot write
-into a tensor it did not allocate), so that copy, plus drawing the site, is what any site pays.
+A second line gives the floor: the same patched model whose every site is one position. With
+the native in-place write (`classes-tool build-native`) that is drawing the site and little
+else; without it (stock ops, `CLASSES_TOOL_NATIVE=0`) every write copies the whole tensor
+(TensorFlow 2.21's CPU TensorScatterUpdate never reuses the tensor's buffer, and an XLA program
+cannot write into a buffer it did not allocate). The first line says which write ran.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common import interleaved, random_images, resnet_cifar  # noqa: E402
 
 import classes_tool  # noqa: E402
 from classes_tool import ErrorSimulator, patcher  # noqa: E402
+from classes_tool.simulator import native  # noqa: E402
 
 BATCH = 256
 SITES = 1000
@@ -57,10 +59,12 @@ def main() -> None:
         golden_fn(x), patched_fn(x), floor_fn(x)
     best = interleaved({"golden": lambda: golden_fn(x).numpy(),
                         "patched": lambda: patched_fn(x).numpy(),
-                        "floor": lambda: floor_fn(x).numpy()}, rounds=5, repeats=3)
+                        "floor": lambda: floor_fn(x).numpy()}, rounds=10, repeats=3)
     ratio = best["patched"] / best["golden"]
     print(f"ResNet-style CNN, batch {BATCH}, {n_sims} ErrorSimulators x {SITES} sites, "
-          "injection on (a random site per sample in every one)")
+          "injection on (a random site per sample in every one); write: "
+          + ("native in place" if native.load() is not None else
+             "stock TensorFlow ops (classes-tool build-native not run, or disabled)"))
     print(f"floor (same layers, every site one position): ratio="
           f"{best['floor'] / best['golden']:.3f} ({best['floor'] * 1e3:.1f} ms)")
     print(f"overhead: ratio={ratio:.3f} (baseline golden {best['golden'] * 1e3:.1f} ms, "

@@ -186,5 +186,25 @@ def register_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+def cmd_build_native(args: argparse.Namespace) -> None:
+    from classes_tool.errors import UserError
+    from classes_tool.simulator import native
+
+    path = native.build(force=args.force)
+    if not native.enabled():
+        print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
+    elif native.load() is None:
+        raise UserError(f"{path} was built but TensorFlow cannot load it")
+    else:
+        print(f"native in-place write ready: {path}")
+
+
+def register_build_native(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-native", help="compile the in-place write kernel the "
+                                            "ErrorSimulator uses when it is available")
+    p.add_argument("--force", action="store_true", help="rebuild even if it is built")
+    p.set_defaults(func=cmd_build_native)
+
+
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    register_campaign, register_report, register_convert, register_quant]
+    register_campaign, register_report, register_convert, register_quant, register_build_native]

@@ -11,11 +11,12 @@ Why it looks like this:
   and with `jit_compile=True` (XLA), on tensors of any rank.
 - Mode 0 returns the input untouched (bit-identical golden behaviour). The mode is a variable, so
   switching works after the model was traced.
-- Cost on CPU: TensorFlow's scatter copies the whole tensor and then spends ~60 ns per written
-  entry; a batch of large sites writes tens of thousands. From XLA_WRITE_MIN_ENTRIES entries on,
-  the write runs as one small XLA program (~10 ns per entry), its entry count padded to a power
-  of two so that only a few programs are ever compiled. The copy stays: no stock op writes into
-  a tensor in place (bench/overhead.py prints that floor).
+- Cost on CPU: TensorFlow's scatter copies the whole tensor even to write one element. When the
+  compiled kernel of `native.py` is built (`classes-tool build-native`, done by `make`), the write
+  takes over the tensor's buffer whenever no one else holds it and costs only its entries;
+  otherwise the stock path runs: TensorFlow's scatter for a few entries, and from
+  XLA_WRITE_MIN_ENTRIES entries on one small XLA program (~10 ns per entry) whose entry count
+  is padded to a power of two, so that only a few programs are ever compiled.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Iterable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+
+from classes_tool.simulator import native
 
 MODE_OFF = 0
 MODE_RANDOM = 1
@@ -83,6 +86,9 @@ def apply_sites(x: tf.Tensor, site_ids: tf.Tensor, positions: tf.Tensor, values:
     return tf.reshape(updated[:, :flat_size], shape)
 
 
+#: dtypes the native in-place write handles (native/write_sites.cc)
+NATIVE_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
 #: Below this many written entries per call TensorFlow's own scatter is as fast as the compiled
 #: one; above it the compiled one wins (TF's CPU kernel costs ~60 ns per entry, XLA's ~10 ns).
 XLA_WRITE_MIN_ENTRIES = 8192
@@ -136,10 +142,15 @@ def _pad_to_power_of_two(a: tf.Tensor) -> tf.Tensor:
 
 def _apply_ragged(x: tf.Tensor, start: tf.Tensor, length: tf.Tensor, positions: tf.Tensor,
                   values: tf.Tensor) -> tf.Tensor:
-    shape = tf.shape(x)
     flat_size = int(np.prod(x.shape[1:]))
-    flat = tf.reshape(x, (-1,))
     n = tf.reduce_sum(length)
+    if x.dtype in NATIVE_DTYPES and native.load() is not None:
+        # in place when x is nobody else's (see native.py): nothing else here reads x, which
+        # is what lets TensorFlow hand its buffer over
+        return native.write_sites(x, tf.cast(start, tf.int32), tf.cast(length, tf.int32),
+                                  tf.cast(positions, tf.int32), tf.cast(values, x.dtype))
+    shape = tf.shape(x)
+    flat = tf.reshape(x, (-1,))
 
     def small():  # TensorFlow's scatter: cheapest for a few entries
         target, vals = _site_entries(start, length, positions, values, n, flat_size, x.dtype)
