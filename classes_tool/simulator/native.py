@@ -73,6 +73,7 @@ def build(force: bool = False) -> Path:
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise UserError(f"building the native write kernel failed: {last}")
         os.replace(tmp, path)
+        _loaded.pop(str(path), None)  # a process that looked before the build may load it now
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
