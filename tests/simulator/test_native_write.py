@@ -130,3 +130,14 @@ def test_a_patched_model_gives_the_same_outputs_either_way(tmp_path, monkeypatch
 
     want = _stock(monkeypatch, outputs)
     assert np.array_equal(outputs(), want, equal_nan=True)
+
+
+def test_build_without_a_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    from classes_tool.errors import UserError
+
+    monkeypatch.setenv("CLASSES_TOOL_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    with pytest.raises(UserError, match="no C[+][+] compiler"):
+        native.build()
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert native.load() is None  # not built here: the stock path runs
