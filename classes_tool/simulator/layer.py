@@ -142,13 +142,13 @@ def _pad_to_power_of_two(a: tf.Tensor) -> tf.Tensor:
 
 def _apply_ragged(x: tf.Tensor, start: tf.Tensor, length: tf.Tensor, positions: tf.Tensor,
                   values: tf.Tensor) -> tf.Tensor:
-    flat_size = int(np.prod(x.shape[1:]))
-    n = tf.reduce_sum(length)
     if x.dtype in NATIVE_DTYPES and native.load() is not None:
         # in place when x is nobody else's (see native.py): nothing else here reads x, which
         # is what lets TensorFlow hand its buffer over
         return native.write_sites(x, tf.cast(start, tf.int32), tf.cast(length, tf.int32),
                                   tf.cast(positions, tf.int32), tf.cast(values, x.dtype))
+    flat_size = int(np.prod(x.shape[1:]))
+    n = tf.reduce_sum(length)
     shape = tf.shape(x)
     flat = tf.reshape(x, (-1,))
 

@@ -15,6 +15,7 @@ TensorFlow's stock ops and gives the same results.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -39,12 +40,18 @@ def _flags() -> list[str]:
     return [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
 
 
-def library_path() -> Path:
-    """Where the library for this TensorFlow and this source lives (it may not exist yet)."""
+@functools.cache
+def _library_name() -> str:
+    """The file name for this TensorFlow, its flags and this source (fixed for a process)."""
     import tensorflow as tf
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(_flags()).encode()).hexdigest()[:12]
-    return cache_dir() / f"write_sites-tf{tf.__version__}-{key}.so"
+    return f"write_sites-tf{tf.__version__}-{key}.so"
+
+
+def library_path() -> Path:
+    """Where the library for this TensorFlow and this source lives (it may not exist yet)."""
+    return cache_dir() / _library_name()
 
 
 def compiler() -> str | None:
@@ -97,17 +104,17 @@ def load():
 
             try:
                 module = tf.load_op_library(key)
-                _register_gradient()
+                _register_gradient(module)
             except (tf.errors.NotFoundError, OSError):  # built for another TF build
                 module = None
         _loaded[key] = module
     return _loaded[key]
 
 
-_GRADIENT: list[bool] = []
+_GRADIENT: list[object] = []  # the module whose op the registered gradient calls
 
 
-def _register_gradient() -> None:
+def _register_gradient(module) -> None:
     """Gradient of the write (used only when a model trains with injection on): the written
     positions pass no gradient back to x; the sites are data, not trained."""
     if _GRADIENT:
@@ -117,14 +124,10 @@ def _register_gradient() -> None:
     @tf.RegisterGradient("ClassesWriteSites")
     def _grad(op, dy):
         start, length, positions, values = op.inputs[1:]
-        dx = _module().classes_write_sites(dy, start, length, positions, tf.zeros_like(values))
+        dx = module.classes_write_sites(dy, start, length, positions, tf.zeros_like(values))
         return dx, None, None, None, None
 
-    _GRADIENT.append(True)
-
-
-def _module():
-    return _loaded[str(library_path())]
+    _GRADIENT.append(module)
 
 
 def write_sites(x, start, length, positions, values):
