@@ -5,8 +5,9 @@ survives a kill -9 of the campaign, and an interrupted batch vanishes as a whole
 per `ResultStore.add`). ``synchronous=NORMAL``, not FULL: FULL syncs the disk on every commit
 (~3 ms, as much as the whole network costs per batch on a small model) and only adds protection
 against a power cut or OS crash, where NORMAL may lose the last few batches but never corrupts
-the file. Campaigns are deterministic, so `--resume` recomputes those batches identically. Re-adding a stored (fault, input) pair is
-ignored, so a resumed campaign may recompute a batch that was partly done without duplicates.
+the file. Campaigns are deterministic, so `--resume` recomputes those batches identically.
+Re-adding a stored (fault, input) pair is ignored, so a resumed campaign may recompute a batch
+that was partly done without duplicates.
 
 Schema::
 
