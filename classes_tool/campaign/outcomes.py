@@ -33,6 +33,7 @@ an unbounded relative change). For DUE rows it is NaN. Buckets follow SpikingJET
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,15 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
+def check_golden(golden: np.ndarray) -> None:
+    """Outcomes are judged against the golden rows, so these must be finite."""
+    g = _as_rows(golden)
+    if not np.all(np.isfinite(g)):
+        bad = np.flatnonzero(~np.all(np.isfinite(g), axis=1))[:5].tolist()
+        raise UserError(f"the fault-free model gives NaN/Inf outputs (rows {bad}); "
+                        "campaign outcomes cannot be judged against it")
+
+
 def classify(golden: np.ndarray, faulty: np.ndarray, atol: float = 1e-6,
              rtol: float = 1e-5) -> dict[str, np.ndarray]:
     """Classify each faulty output row against its golden row (see the module docstring).
@@ -80,10 +90,7 @@ def classify(golden: np.ndarray, faulty: np.ndarray, atol: float = 1e-6,
     n, classes = f.shape
     if classes == 0:
         raise ValueError("scores need at least one class")
-    if not np.all(np.isfinite(g)):
-        bad = np.flatnonzero(~np.all(np.isfinite(g), axis=1))[:5].tolist()
-        raise UserError(f"the fault-free model gives NaN/Inf outputs (rows {bad}); "
-                        "campaign outcomes cannot be judged against it")
+    check_golden(g)
 
     due = ~np.all(np.isfinite(f), axis=1)
     g_top = np.argmax(g, axis=1)
@@ -139,3 +146,47 @@ def error_buckets(rel_error_percent: np.ndarray) -> np.ndarray:
     labels = np.asarray(BUCKETS)
     i = np.searchsorted(_BUCKET_EDGES, np.where(np.isnan(x), 0.0, x), side="right")
     return np.where(np.isnan(x), "due", labels[i])
+
+
+def classify_graph(golden, faulty, atol: float = 1e-6, rtol: float = 1e-5) -> dict[str, Any]:
+    """`classify` as TensorFlow ops, for use inside a traced campaign step: only a few small
+    columns leave the graph instead of the whole score matrix, and NumPy does no per-row work.
+
+    `golden` (n, classes) float64 must be finite (the caller checks it once); `faulty` (n,
+    classes) any float dtype. Returns tensors: ``outcome`` (int32 index into `OUTCOMES`),
+    ``sdc5`` (bool), ``rel_error`` (float64), ``faulty_top1`` (int64, -1 for DUE). Same
+    definitions, same float64 arithmetic, same tie rules as `classify`, which the tests compare
+    it with; ``tf.argmax`` is avoided because its choice among ties is unspecified."""
+    import tensorflow as tf
+
+    f = tf.cast(faulty, tf.float64)
+    g = tf.cast(golden, tf.float64)
+    classes = tf.shape(f)[1]
+    idx = tf.range(classes)[None, :]
+
+    def top1(a):  # lowest index among the maximal scores, as numpy.argmax
+        best = tf.reduce_max(a, axis=1, keepdims=True)
+        return tf.reduce_min(tf.where(a == best, idx, classes), axis=1)
+
+    due = tf.logical_not(tf.reduce_all(tf.math.is_finite(f), axis=1))
+    f_safe = tf.where(due[:, None], tf.zeros_like(f), f)
+    g_top, f_top = top1(g), top1(f_safe)
+    close = tf.reduce_all(tf.abs(f_safe - g) <= atol + rtol * tf.abs(g), axis=1)
+    codes = tf.where(due, OUTCOMES.index(DUE),
+                     tf.where(f_top != g_top, OUTCOMES.index(CRITICAL_SDC),
+                              tf.where(close, OUTCOMES.index(MASKED),
+                                       OUTCOMES.index(TOLERABLE_SDC))))
+
+    f_at_t = tf.gather(f_safe, g_top, axis=1, batch_dims=1)
+    g_at_t = tf.gather(g, g_top, axis=1, batch_dims=1)
+    before = (f_safe > f_at_t[:, None]) | ((f_safe == f_at_t[:, None]) & (idx < g_top[:, None]))
+    sdc5 = (tf.reduce_sum(tf.cast(before, tf.int32), axis=1) >= TOP_K) | due
+
+    diff = tf.abs(f_at_t - g_at_t)
+    denom = tf.abs(g_at_t)
+    inf = tf.constant(np.inf, tf.float64)
+    rel = tf.where(denom > 0, 100.0 * diff / tf.where(denom > 0, denom, tf.ones_like(denom)),
+                   tf.where(diff == 0, tf.zeros_like(diff), inf + tf.zeros_like(diff)))
+    rel = tf.where(due, tf.constant(np.nan, tf.float64) + tf.zeros_like(rel), rel)
+    return {"outcome": tf.cast(codes, tf.int32), "sdc5": sdc5, "rel_error": rel,
+            "faulty_top1": tf.cast(tf.where(due, -1, f_top), tf.int64)}

@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from classes_tool.campaign.config import CampaignConfig, parse_config, read_yaml
-from classes_tool.campaign.outcomes import classify
+from classes_tool.campaign.outcomes import (
+    CRITICAL_SDC,
+    OUTCOMES,
+    check_golden,
+    classify_graph,
+)
 from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.campaign.store import ResultStore
 from classes_tool.data import labels, load_npz, model_inputs
@@ -43,18 +48,26 @@ SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
 #: From this many inputs per fault on, a batch's sites go in as dense rows: a batch of `size`
 #: samples then holds at most size / 8 + 2 faults, so the rows stay a small fraction of the batch.
 DENSE_MIN_INPUTS = 8
+#: Tiled copies of the other tensors the suffix reads stay below this; above it, tiled per step.
+TILE_BYTES = 256 << 20
+WRITES_AHEAD = 2  # batches computed but not yet committed (see `_run_target`)
 
 
-def dense_site_rows(sites, flat_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, value) rows of shape (sites + 1, flat_size): row j writes site j, the last row
-    writes nothing (for padded samples). `where(mask[j], value[j], x)` is what the
-    ErrorSimulator's scatter writes for site j."""
+def dense_site_rows(sites, flat_size: int, rows: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, value) rows of shape (rows, flat_size): row j writes site j, the rows after the
+    last site write nothing (for padded samples); `rows` defaults to one empty row after the
+    sites. `where(mask[j], value[j], x)` is what the ErrorSimulator's scatter writes for site
+    j."""
     n = len(sites.splits) - 1
-    mask = np.zeros((n + 1, flat_size), bool)
-    value = np.zeros((n + 1, flat_size), np.float32)
-    rows = np.repeat(np.arange(n), np.diff(sites.splits))
-    mask[rows, sites.positions] = True
-    value[rows, sites.positions] = sites.values
+    rows = n + 1 if rows is None else rows
+    if rows < n:
+        raise ValueError(f"{n} sites do not fit in {rows} rows")
+    mask = np.zeros((rows, flat_size), bool)
+    value = np.zeros((rows, flat_size), np.float32)
+    owner = np.repeat(np.arange(n), np.diff(sites.splits))
+    mask[owner, sites.positions] = True
+    value[owner, sites.positions] = sites.values
     return mask, value
 
 
@@ -197,116 +210,179 @@ class Campaign:
 
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
                     bar, counts: dict[str, int]) -> None:
-        import keras
         import tensorflow as tf
 
-        from classes_tool.simulator.layer import apply_sites
         from classes_tool.simulator.sites import generate_sites
 
         cfg, m = self.config, self.n_inputs
         pairs = plan.faults * m
+        flat_size = int(np.prod(self.loaded.shapes[plan.name]))
+        mode = ("ragged" if m < DENSE_MIN_INPUTS else
+                "aligned" if m <= cfg.batch_size else "dense")
+        # aligned batches hold whole faults: as many as fit, each meeting all m inputs
+        per_batch = cfg.batch_size // m if mode == "aligned" else 0
+        size = per_batch * m if mode == "aligned" else cfg.batch_size
         # pair q = (local fault q // m, input q % m); which of them a previous run stored
         stored = np.zeros(pairs, bool)
         mine = done[(done[:, 0] >= plan.offset) & (done[:, 0] < plan.offset + plan.faults)]
         stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
-        size = cfg.batch_size
         todo = [s for s in range(0, pairs, size) if not stored[s:s + size].all()]
-        flat_size = int(np.prod(self.loaded.shapes[plan.name]))
-        dense = m >= DENSE_MIN_INPUTS
         if not todo:
             return
         split = suffix_graph(self.loaded.graph, self.loaded.shapes, plan.name, self.output)
         if split is None:  # the scored output does not depend on this node: all masked
-            faulty_fn = None
-            golden_scores = None
+            step = None
+            golden_top1 = np.zeros(m, np.int64)
         else:
-            from classes_tool.graph import build_model
+            step, golden_top1 = self._suffix_step(split, mode, size, per_batch, flat_size)
 
-            sub, needed = split
-            suffix = build_model(sub)
-            full = self.loaded.model
-            prefix = keras.Model(full.inputs, [full.get_layer(n).output for n in needed])
-            acts = prefix.predict(self.inputs if len(self.inputs) > 1 else self.inputs[0],
-                                  verbose=0, batch_size=size)
-            acts = acts if isinstance(acts, list) else [acts]
-            golden_scores = suffix.predict(acts if len(acts) > 1 else acts[0], verbose=0,
-                                           batch_size=size)
+        def prepare(start: int):
+            """Everything batch `start` needs besides the network, built in the background
+            thread: its pairs, the sites of the faults it touches (site j = local fault f0 + j)
+            as graph arguments, and the fault rows to store."""
+            q = np.arange(start, min(start + size, pairs))
+            local, inputs = q // m, q % m
+            f0, f1 = int(local[0]), int(local[-1]) + 1
+            sites = generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name],
+                                   value_range, f1 - f0, cfg.seed, first=f0)
+            faults = [{"fault_index": plan.offset + f, "target": plan.name,
+                       "pattern": sites.patterns[f - f0],
+                       "params": {"site": f, "error_model": sites.error_model,
+                                  "positions": int(sites.splits[f - f0 + 1]
+                                                   - sites.splits[f - f0])}}
+                      for f in range(f0, f1)]
+            args: list = []
+            if step is None:
+                pass
+            elif mode == "aligned":  # one (mask, value) row per fault, empty rows pad
+                mask, value = dense_site_rows(sites, flat_size, rows=per_batch)
+                args = [tf.constant(mask), tf.constant(value)]
+            else:
+                pad = size - len(q)
+                site_args = (dense_site_rows(sites, flat_size) if mode == "dense" else
+                             (sites.positions, sites.values, sites.splits))
+                args = [tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]),
+                                    tf.int32),
+                        tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
+                                    tf.int32), *map(tf.constant, site_args)]
+            return q, local, inputs, faults, args
+
+        labels = self.labels
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending: deque = deque()
+            try:
+                for q, local, inputs, faults, args in prefetched(prepare, todo,
+                                                                  SITE_PREFETCH):
+                    n = len(q)
+                    if step is None:
+                        classified = {"outcome": np.zeros(n, np.int32),
+                                      "sdc5": np.zeros(n, bool), "rel_error": np.zeros(n),
+                                      "faulty_top1": golden_top1[inputs]}
+                    else:
+                        classified = {k: v.numpy()[:n] for k, v in step(*args).items()}
+                    classified["golden_top1"] = golden_top1[inputs]
+                    # SQLite runs in the writer thread while TF computes the next batch; at
+                    # most WRITES_AHEAD batches wait, each committed whole or not at all
+                    if len(pending) >= WRITES_AHEAD:
+                        pending.popleft().result()
+                    pending.append(writer.submit(
+                        store.add_arrays, faults, plan.offset + local, inputs, classified,
+                        None if labels is None else labels[inputs]))
+                    counts["all"] += n
+                    counts["critical_sdc"] += int(
+                        (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
+                    bar.set_postfix_str(f"{plan.name} SDC-1 "
+                                        f"{counts['critical_sdc'] / counts['all']:.1%}",
+                                        refresh=False)
+                    bar.update(int((~stored[q]).sum()))
+            finally:
+                # what was computed is stored before anything else happens (Ctrl-C included)
+                for write in pending:
+                    write.result()
+
+    def _suffix_step(self, split, mode: str, size: int, per_batch: int, flat_size: int):
+        """The traced campaign step of one target and the golden top-1 of every input.
+
+        One trace for the whole target: every batch has `size` rows (the last one padded with
+        rows that get no site), and the outcome is classified inside the graph, so only four
+        small columns come back. Three ways in, by how faults meet inputs:
+        - "aligned" (each fault meets all m inputs, whole faults per batch): the batch is
+          (fault, input) in fault-major order, so the injected tensor is one select that
+          broadcasts each fault's (mask, value) row over the golden activations of the m
+          inputs; no per-sample gather, no per-sample rows;
+        - "dense" (more inputs than a batch holds): activations gathered per sample, each
+          sample's fault a dense row;
+        - "ragged" (few inputs per fault): each sample's sparse site written into its row.
+        """
+        import keras
+        import tensorflow as tf
+
+        from classes_tool.graph import build_model
+        from classes_tool.simulator.layer import apply_sites
+
+        sub, needed = split
+        suffix = build_model(sub)
+        full, m = self.loaded.model, self.n_inputs
+        prefix = keras.Model(full.inputs, [full.get_layer(n).output for n in needed])
+        acts = prefix.predict(self.inputs if len(self.inputs) > 1 else self.inputs[0],
+                              verbose=0, batch_size=size)
+        acts = acts if isinstance(acts, list) else [acts]
+        golden_scores = suffix.predict(acts if len(acts) > 1 else acts[0], verbose=0,
+                                       batch_size=size)
+        golden_scores = golden_scores.reshape(m, -1).astype(np.float64)
+        check_golden(golden_scores)
+        golden_top1 = np.argmax(golden_scores, axis=1).astype(np.int64)
+        tolerance = self.config.tolerance
+
+        def run_suffix(hit, others, golden):
+            scores = suffix([hit, *others] if others else hit, training=False)
+            return classify_graph(golden, tf.reshape(scores, (size, -1)), **tolerance)
+
+        if mode == "aligned":
+            shape = acts[0].shape
+            flat = tf.constant(acts[0].reshape(1, m, flat_size))
+            golden = tf.constant(np.tile(golden_scores, (per_batch, 1)))
+            tiled = sum(a.nbytes for a in acts[1:]) * per_batch <= TILE_BYTES
+            others = [tf.constant(np.tile(a, (per_batch,) + (1,) * (a.ndim - 1))) if tiled
+                      else tf.constant(a) for a in acts[1:]]
+
+            @tf.function(autograph=False, input_signature=[
+                tf.TensorSpec((per_batch, flat_size), tf.bool),
+                tf.TensorSpec((per_batch, flat_size), tf.float32)])
+            def step(mask, value):
+                hit = tf.where(mask[:, None, :], tf.cast(value, flat.dtype)[:, None, :], flat)
+                rest = others if tiled else [tf.tile(a, (per_batch,) + (1,) * (len(a.shape) - 1))
+                                             for a in others]
+                return run_suffix(tf.reshape(hit, (size, *shape[1:])), rest, golden)
+        else:
             acts_t = [tf.constant(a) for a in acts]
-
-            # One trace for the whole target: every batch has `size` rows (the last one padded
-            # with rows that get no site), its sites come as ragged arguments or dense rows, and
-            # the activations are gathered inside the graph.
-            def run_suffix(hit, batch):
-                return suffix([hit, *batch[1:]] if len(batch) > 1 else hit, training=False)
-
-            if dense:
+            golden_t = tf.constant(golden_scores)
+            if mode == "dense":
                 @tf.function(autograph=False, input_signature=[
                     tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
                     tf.TensorSpec((None, flat_size), tf.bool),
                     tf.TensorSpec((None, flat_size), tf.float32)])
-                def faulty_fn(input_ids, site_ids, mask, value):
+                def step(input_ids, site_ids, mask, value):
                     batch = [tf.gather(a, input_ids) for a in acts_t]
                     flat = tf.reshape(batch[0], (size, flat_size))
                     rows = tf.where(site_ids >= 0, site_ids, tf.shape(mask)[0] - 1)
                     hit = tf.where(tf.gather(mask, rows), tf.cast(tf.gather(value, rows),
                                                                    flat.dtype), flat)
-                    return run_suffix(tf.reshape(hit, tf.shape(batch[0])), batch)
+                    return run_suffix(tf.reshape(hit, tf.shape(batch[0])), batch[1:],
+                                      tf.gather(golden_t, input_ids))
             else:
                 @tf.function(autograph=False, input_signature=[
                     tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
                     tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.float32),
                     tf.TensorSpec((None,), tf.int32)])
-                def faulty_fn(input_ids, site_ids, positions, values, splits):
+                def step(input_ids, site_ids, positions, values, splits):
                     batch = [tf.gather(a, input_ids) for a in acts_t]
                     hit = apply_sites(batch[0], site_ids, positions, values, splits, 1,
                                       static_shapes=False)
-                    return run_suffix(hit, batch)
+                    return run_suffix(hit, batch[1:], tf.gather(golden_t, input_ids))
 
-            # the traced graph itself: calling it skips the per-call signature matching
-            faulty_fn = faulty_fn.get_concrete_function()
-
-        def draw(start: int):
-            """The sites of the faults batch `start` touches (site j = local fault f0 + j)."""
-            f0 = start // m
-            f1 = (min(start + size, pairs) - 1) // m + 1
-            sites = generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name],
-                                   value_range, f1 - f0, cfg.seed, first=f0)
-            return f0, sites, (dense_site_rows(sites, flat_size) if dense else None)
-
-        for start, (f0, sites, rows) in zip(todo, prefetched(draw, todo, SITE_PREFETCH),
-                                            strict=True):
-            q = np.arange(start, min(start + size, pairs))
-            n = len(q)
-            local, inputs = q // m, q % m
-            if faulty_fn is None:
-                golden = np.zeros((n, 1), np.float32)
-                faulty = golden
-            else:
-                golden = golden_scores[inputs]
-                pad = size - n
-                site_args = ((tf.constant(rows[0]), tf.constant(rows[1])) if dense else
-                             (tf.constant(sites.positions), tf.constant(sites.values),
-                              tf.constant(sites.splits)))
-                faulty = faulty_fn(
-                    tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]), tf.int32),
-                    tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
-                                tf.int32),
-                    *site_args).numpy()[:n]
-            classified = classify(golden.reshape(n, -1), faulty.reshape(n, -1),
-                                  **cfg.tolerance)
-            faults = [{"fault_index": int(plan.offset + f), "target": plan.name,
-                       "pattern": sites.patterns[f - f0],
-                       "params": {"site": int(f), "error_model": sites.error_model,
-                                  "positions": int(sites.splits[f - f0 + 1]
-                                                   - sites.splits[f - f0])}}
-                      for f in np.unique(local).tolist()]
-            store.add_arrays(faults, plan.offset + local, inputs, classified,
-                             None if self.labels is None else self.labels[inputs])
-            counts["all"] += n
-            counts["critical_sdc"] += int((classified["outcome"] == "critical_sdc").sum())
-            bar.set_postfix_str(f"{plan.name} SDC-1 "
-                                f"{counts['critical_sdc'] / counts['all']:.1%}", refresh=False)
-            bar.update(int((~stored[q]).sum()))
+        # the traced graph itself: calling it skips the per-call signature matching
+        return step.get_concrete_function(), golden_top1
 
     def export_csv(self, path: str | Path) -> Path:
         """Write every stored row to a CSV file (atomically)."""

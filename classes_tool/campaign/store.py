@@ -110,7 +110,9 @@ class ResultStore:
             raise UserError(f"result database not found: {self.path}")
         if not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        # check_same_thread=False: a campaign hands its writes to one writer thread (one at a
+        # time, never concurrently with the owner), so that SQLite works while TF computes
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._setup(existed)
             if meta:
@@ -193,8 +195,14 @@ class ResultStore:
     def add_arrays(self, faults: Iterable[Mapping[str, Any]], fault_indices, input_indices,
                    classified: Mapping[str, Any], labels=None) -> int:
         """`add` for column arrays (what the engines produce): the same rows, built without a
-        dict per row, because a campaign stores hundreds of thousands of them."""
-        outcome = np.asarray(classified["outcome"]).astype(str)
+        dict per row, because a campaign stores hundreds of thousands of them. ``outcome`` may
+        hold the class names or their integer indices into `OUTCOMES`."""
+        outcome = np.asarray(classified["outcome"])
+        if outcome.dtype.kind in "iu":
+            if outcome.size and (outcome.min() < 0 or outcome.max() >= len(OUTCOMES)):
+                raise ValueError(f"outcome codes must lie in [0, {len(OUTCOMES)})")
+            outcome = np.asarray(OUTCOMES)[outcome]
+        outcome = outcome.astype(str)
         n = len(outcome)
         columns = [np.asarray(fault_indices, np.int64), np.asarray(input_indices, np.int64),
                    np.asarray(classified["sdc5"], bool), np.asarray(classified["rel_error"], float),

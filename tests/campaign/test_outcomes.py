@@ -176,3 +176,41 @@ def test_vectorised_matches_plain_reference_on_random_rows_with_ties_and_nans():
     assert got["faulty_top1"].tolist() == [w[3] for w in want]
     assert set(got["outcome"].tolist()) == set(OUTCOMES)  # every class occurred
     assert set(error_buckets(got["rel_error"]).tolist()) <= set(BUCKETS)
+
+
+def _graph_vs_numpy(golden, faulty, **tol):
+    import tensorflow as tf
+
+    from classes_tool.campaign.outcomes import classify_graph
+
+    want = classify(golden, faulty, **tol)
+    got = {k: v.numpy() for k, v in tf.function(lambda g, f: classify_graph(g, f, **tol))(
+        tf.constant(golden, tf.float64), tf.constant(faulty)).items()}
+    assert np.asarray(OUTCOMES)[got["outcome"]].tolist() == want["outcome"].tolist()
+    assert got["sdc5"].tolist() == want["sdc5"].tolist()
+    assert got["faulty_top1"].tolist() == want["faulty_top1"].tolist()
+    np.testing.assert_array_equal(got["rel_error"], want["rel_error"])  # NaN, inf and bits
+    return got
+
+
+def test_in_graph_classification_equals_numpy_on_ties_nans_and_boundaries():
+    rng = np.random.default_rng(3)
+    n, classes = 800, 12
+    golden = np.round(rng.random((n, classes)) * 4) / 4
+    golden[:40, 0] = 0.0  # zero golden top score -> rel 0 or inf
+    golden[:40, 1:] = -1.0
+    faulty = golden.copy()
+    hit = rng.random(n) < 0.7
+    faulty[hit] = np.round((golden[hit] + rng.normal(0, 0.3, (hit.sum(), classes))) * 4) / 4
+    faulty[rng.random(n) < 0.05] += 1e-8
+    faulty[rng.random((n, classes)) < 0.01] = np.nan
+    faulty[rng.random((n, classes)) < 0.005] = -np.inf
+    faulty = faulty.astype(np.float32)  # what a network returns
+    got = _graph_vs_numpy(golden, faulty)
+    assert set(np.asarray(OUTCOMES)[got["outcome"]].tolist()) == set(OUTCOMES)
+    assert np.isinf(got["rel_error"]).any() and np.isnan(got["rel_error"]).any()
+    # exactly at the tolerance, and just beyond, in float64 as numpy does
+    g = np.array([[0.5, 0.25], [0.5, 0.25]])
+    f = np.array([[0.75, 0.25], [0.75 + 2**-20, 0.25]])
+    got = _graph_vs_numpy(g, f, atol=0.25, rtol=0.0)
+    assert np.asarray(OUTCOMES)[got["outcome"]].tolist() == ["masked", "tolerable_sdc"]
