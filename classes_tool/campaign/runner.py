@@ -8,10 +8,12 @@ Speed by design:
   network after the injected node;
 - golden scores are computed once per input, through the same suffix, so a fault that changes
   nothing compares equal bit for bit;
-- a batch holds few distinct faults (each fault meets every input), so when each fault meets at
-  least DENSE_MIN_INPUTS inputs its sites are expanded, in the background thread, into one dense
-  (mask, value) row per fault and written with a gather and a select: cheaper than a scatter
-  of every sample's entries, which copies the tensor and pays per entry.
+- a batch holds whole faults when each fault meets every input and they fit ("aligned"): the
+  injected tensor is then one select broadcasting each fault's dense (mask, value) row over the
+  golden activations of all inputs, with no per-sample gather or row; otherwise sites go in as
+  dense rows per sample or, with few inputs per fault, as ragged per-sample writes;
+- outcomes are classified inside the traced step, and SQLite commits each batch in a writer
+  thread while TensorFlow computes the next one.
 
 Determinism: fault i of target T uses site i of T, drawn from (seed, T, i) alone; the pairs of a
 target are enumerated (fault-major) and cut into batches at fixed positions, so a resumed
@@ -45,8 +47,8 @@ from classes_tool.simulator.error_model import ErrorModel, load_error_model
 
 RESULTS_DB = "results.db"
 SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
-#: From this many inputs per fault on, a batch's sites go in as dense rows: a batch of `size`
-#: samples then holds at most size / 8 + 2 faults, so the rows stay a small fraction of the batch.
+#: From this many inputs per fault on, a batch's sites go in as dense rows (one per fault, so
+#: they stay a small fraction of the batch); below it, as ragged per-sample writes.
 DENSE_MIN_INPUTS = 8
 #: Tiled copies of the other tensors the suffix reads stay below this; above it, tiled per step.
 TILE_BYTES = 256 << 20
