@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classes_tool.campaign.outcomes import classify
+from classes_tool.campaign.outcomes import OUTCOMES, classify
 from classes_tool.campaign.store import ResultStore, rows_from_classification
 from classes_tool.errors import UserError
 
@@ -167,6 +167,31 @@ def test_rows_from_classification_round_trip(tmp_path):
     assert [r["label"] for r in got] == [0, 1, None]
 
 
+
+def test_a_batch_split_over_several_statements_and_outcome_codes(tmp_path):
+    """Rows go in several per statement; a batch larger than one statement, with a last
+    partial statement, stores every row once; add_arrays takes outcome names or codes."""
+    faults, results = batch(0, faults_per_batch=13, inputs=7)  # 91 rows
+    with ResultStore(tmp_path / "a.db", META) as st:
+        st.add(faults, results)
+        want = as_text(st.results())
+    with ResultStore(tmp_path / "b.db", META) as st:
+        st._rows_per_statement = 10  # 9 statements of 10 rows, one of 1
+        st.add(faults, results)
+        assert as_text(st.results()) == want
+    columns = {k: np.array([r[k] for r in results]) for k in
+               ("sdc5", "rel_error", "golden_top1", "faulty_top1")}
+    codes = np.array([OUTCOMES.index(r["outcome"]) for r in results], np.int32)
+    with ResultStore(tmp_path / "c.db", META) as st:
+        st._rows_per_statement = 4
+        st.add_arrays(faults, [r["fault_index"] for r in results],
+                      [r["input_index"] for r in results], {**columns, "outcome": codes},
+                      [r["label"] for r in results])
+        assert as_text(st.results()) == want
+        with pytest.raises(ValueError, match="outcome codes"):
+            st.add_arrays(faults, [0], [0], {**{k: v[:1] for k, v in columns.items()},
+                                             "outcome": np.array([4])})
+
 WRITER = textwrap.dedent("""
     import os, signal, sys, types
     # Load only the store: a stub parent package skips classes_tool/__init__ (which pulls in
@@ -182,13 +207,14 @@ WRITER = textwrap.dedent("""
     with ResultStore(sys.argv[2], META) as st:
         inserts = 0
         def trace(sql):
-            # kill -9 ourselves in the middle of batch `kill_at`, after half its result rows
+            # kill -9 ourselves inside batch `kill_at`: its fault and result rows all written,
+            # its COMMIT started but not done (the trace runs as a statement begins)
             global inserts
             if sql.startswith("INSERT OR IGNORE INTO results"):
                 inserts += 1
-                if inserts == kill_at * ROWS + ROWS // 2:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        ROWS = len(batch(0, 4, 50)[1])
+            elif sql == "COMMIT" and inserts == kill_at + 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        assert len(batch(0, 4, 50)[1]) <= 512  # one results statement per batch
         if kill_at >= 0:
             st.connection.set_trace_callback(trace)
         for b in range(stop):
@@ -236,7 +262,7 @@ def test_kill_9_inside_a_transaction_loses_exactly_that_batch(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert out.split() == [str(b) for b in range(7)]  # batches 0..6 reported committed
-    assert whole_batches(db) == 7  # half of batch 7 was written, none of it stayed
+    assert whole_batches(db) == 7  # batch 7 was written, uncommitted: none of it stayed
     resume_and_compare(tmp_path, db, stop=12)
 
 
