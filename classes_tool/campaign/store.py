@@ -189,49 +189,59 @@ class ResultStore:
         stored with different target/pattern/params is a bug (non-deterministic fault plan) and
         raises ValueError; the whole batch is then rolled back.
         """
-        result_rows = []
+        flat: list[Any] = []
         for r in results:
             outcome = str(r["outcome"])
             if outcome not in OUTCOMES:
                 raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-            result_rows.append((
-                int(r["fault_index"]), int(r["input_index"]), outcome, int(bool(r["sdc5"])),
-                _opt_float(r.get("rel_error")), _opt_int(r.get("golden_top1")),
-                _opt_int(r.get("faulty_top1")), _opt_int(r.get("label")),
-            ))
-        return self._insert(faults, result_rows)
+            flat += (int(r["fault_index"]), int(r["input_index"]), outcome, int(bool(r["sdc5"])),
+                     _opt_float(r.get("rel_error")), _opt_int(r.get("golden_top1")),
+                     _opt_int(r.get("faulty_top1")), _opt_int(r.get("label")))
+        return self._insert(faults, flat)
 
     def add_arrays(self, faults: Iterable[Mapping[str, Any]], fault_indices, input_indices,
                    classified: Mapping[str, Any], labels=None) -> int:
-        """`add` for column arrays (what the engines produce): the same rows, built without a
-        dict per row, because a campaign stores hundreds of thousands of them. ``outcome`` may
-        hold the class names or their integer indices into `OUTCOMES`."""
+        """`add` for column arrays (what the engines produce): the same rows, built column by
+        column without a dict or tuple per row, because a campaign stores hundreds of thousands
+        of them. ``outcome`` may hold the class names or their integer indices into
+        `OUTCOMES`."""
         outcome = np.asarray(classified["outcome"])
         if outcome.dtype.kind in "iu":
             if outcome.size and (outcome.min() < 0 or outcome.max() >= len(OUTCOMES)):
                 raise ValueError(f"outcome codes must lie in [0, {len(OUTCOMES)})")
-            outcome = np.asarray(OUTCOMES)[outcome]
-        outcome = outcome.astype(str)
-        n = len(outcome)
-        columns = [np.asarray(fault_indices, np.int64), np.asarray(input_indices, np.int64),
-                   np.asarray(classified["sdc5"], bool), np.asarray(classified["rel_error"], float),
-                   np.asarray(classified["golden_top1"], np.int64),
-                   np.asarray(classified["faulty_top1"], np.int64)]
-        if any(len(c) != n for c in columns) or (labels is not None and len(labels) != n):
+            names = np.asarray(OUTCOMES, object)[outcome]
+        else:
+            names = outcome.astype(str)
+            unknown = sorted(set(names[~np.isin(names, OUTCOMES)].tolist()))
+            if unknown:
+                raise ValueError(f"unknown outcome {unknown[0]!r}; expected one of {OUTCOMES}")
+        n = len(names)
+        rel = np.asarray(classified["rel_error"], float)
+        rel_values = rel.astype(object)
+        rel_values[np.isnan(rel)] = None  # NaN -> NULL
+        if labels is None:
+            label_values: list[Any] = [None] * n
+        elif isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            label_values = labels.tolist()
+        else:
+            label_values = [None if v is None else int(v) for v in
+                            np.asarray(labels, object).tolist()]
+        columns = [np.asarray(fault_indices, np.int64).tolist(),
+                   np.asarray(input_indices, np.int64).tolist(), names.tolist(),
+                   np.asarray(classified["sdc5"], bool).astype(int).tolist(),
+                   rel_values.tolist(), np.asarray(classified["golden_top1"], np.int64).tolist(),
+                   np.asarray(classified["faulty_top1"], np.int64).tolist(), label_values]
+        if any(len(c) != n for c in columns):
             raise ValueError("fault_indices, input_indices, labels and classified arrays differ "
                              "in length")
-        unknown = sorted(set(outcome[~np.isin(outcome, OUTCOMES)].tolist()))
-        if unknown:
-            raise ValueError(f"unknown outcome {unknown[0]!r}; expected one of {OUTCOMES}")
-        fi, ii, sdc5, rel, g, t = columns
-        rel_list = [None if v != v else v for v in rel.tolist()]  # NaN -> NULL
-        lab = ([None] * n if labels is None else
-               [None if v is None else int(v) for v in np.asarray(labels, object).tolist()])
-        rows = list(zip(fi.tolist(), ii.tolist(), outcome.tolist(), sdc5.astype(int).tolist(),
-                        rel_list, g.tolist(), t.tolist(), lab, strict=True))
-        return self._insert(faults, rows)
+        flat: list[Any] = [None] * (n * len(columns))
+        for k, column in enumerate(columns):  # row-major: row i is flat[8i : 8i + 8]
+            flat[k::len(columns)] = column
+        return self._insert(faults, flat)
 
-    def _insert(self, faults: Iterable[Mapping[str, Any]], result_rows: list[tuple]) -> int:
+    def _insert(self, faults: Iterable[Mapping[str, Any]], flat: list[Any]) -> int:
+        """Store fault rows and result rows (`flat`: the values of the result rows one after
+        another, in `_RESULT_INSERT_COLUMNS` order) in one transaction."""
         fault_rows = [(int(f["fault_index"]), str(f["target"]), str(f["pattern"]),
                        to_json(f.get("params") or {})) for f in faults]
         conn = self._conn
@@ -254,11 +264,10 @@ class ResultStore:
                                          f"{row[1:]}: the fault plan is not deterministic")
             before = conn.total_changes
             # many rows per statement: half the cost per row of one `executemany` step each
-            per = self._rows_per_statement
-            flat = [v for row in result_rows for v in row]
             width = len(_RESULT_INSERT_COLUMNS)
-            for k in range(0, len(result_rows), per):
-                part = flat[k * width:(k + per) * width]
+            step = self._rows_per_statement * width
+            for k in range(0, len(flat), step):
+                part = flat[k:k + step]
                 conn.execute(self._insert_sql(len(part) // width), part)
             return conn.total_changes - before
 
