@@ -326,63 +326,84 @@ class Campaign:
         suffix = build_model(sub)
         full, m = self.loaded.model, self.n_inputs
         prefix = keras.Model(full.inputs, [full.get_layer(n).output for n in needed])
-        acts = prefix.predict(self.inputs if len(self.inputs) > 1 else self.inputs[0],
-                              verbose=0, batch_size=size)
-        acts = acts if isinstance(acts, list) else [acts]
-        golden_scores = suffix.predict(acts if len(acts) > 1 else acts[0], verbose=0,
-                                       batch_size=size)
-        golden_scores = golden_scores.reshape(m, -1).astype(np.float64)
-        check_golden(golden_scores)
-        golden_top1 = np.argmax(golden_scores, axis=1).astype(np.int64)
-        tolerance = self.config.tolerance
+        acts = golden_activations(prefix, self.inputs, size)
 
-        def run_suffix(hit, others, golden):
-            scores = suffix([hit, *others] if others else hit, training=False)
-            return classify_graph(golden, tf.reshape(scores, (size, -1)), **tolerance)
+        def scores(hit, others):
+            out = suffix([hit, *others] if others else hit, training=False)
+            return tf.reshape(out, (size, -1))
 
         if mode == "aligned":
             shape = acts[0].shape
             flat = tf.constant(acts[0].reshape(1, m, flat_size))
-            golden = tf.constant(np.tile(golden_scores, (per_batch, 1)))
             tiled = sum(a.nbytes for a in acts[1:]) * per_batch <= TILE_BYTES
             others = [tf.constant(np.tile(a, (per_batch,) + (1,) * (a.ndim - 1))) if tiled
                       else tf.constant(a) for a in acts[1:]]
+            signature = [tf.TensorSpec((per_batch, flat_size), tf.bool),
+                         tf.TensorSpec((per_batch, flat_size), tf.float32)]
 
-            @tf.function(autograph=False, input_signature=[
-                tf.TensorSpec((per_batch, flat_size), tf.bool),
-                tf.TensorSpec((per_batch, flat_size), tf.float32)])
-            def step(mask, value):
+            def faulty(mask, value):
                 hit = tf.where(mask[:, None, :], tf.cast(value, flat.dtype)[:, None, :], flat)
                 rest = others if tiled else [tf.tile(a, (per_batch,) + (1,) * (len(a.shape) - 1))
                                              for a in others]
-                return run_suffix(tf.reshape(hit, (size, *shape[1:])), rest, golden)
+                return scores(tf.reshape(hit, (size, *shape[1:])), rest)
+
+            no_sites = [[np.zeros((per_batch, flat_size), bool),
+                         np.zeros((per_batch, flat_size), np.float32)]]
         else:
             acts_t = [tf.constant(a) for a in acts]
-            golden_t = tf.constant(golden_scores)
+            ids = [tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32)]
+            chunks = [np.minimum(np.arange(c, c + size), m - 1).astype(np.int32)
+                      for c in range(0, m, size)]  # every input once, the last chunk padded
             if mode == "dense":
-                @tf.function(autograph=False, input_signature=[
-                    tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
-                    tf.TensorSpec((None, flat_size), tf.bool),
-                    tf.TensorSpec((None, flat_size), tf.float32)])
-                def step(input_ids, site_ids, mask, value):
+                signature = [*ids, tf.TensorSpec((None, flat_size), tf.bool),
+                             tf.TensorSpec((None, flat_size), tf.float32)]
+
+                def faulty(input_ids, site_ids, mask, value):
                     batch = [tf.gather(a, input_ids) for a in acts_t]
                     flat = tf.reshape(batch[0], (size, flat_size))
                     rows = tf.where(site_ids >= 0, site_ids, tf.shape(mask)[0] - 1)
                     hit = tf.where(tf.gather(mask, rows), tf.cast(tf.gather(value, rows),
                                                                    flat.dtype), flat)
-                    return run_suffix(tf.reshape(hit, tf.shape(batch[0])), batch[1:],
-                                      tf.gather(golden_t, input_ids))
+                    return scores(tf.reshape(hit, tf.shape(batch[0])), batch[1:])
+
+                empty = [np.zeros((1, flat_size), bool), np.zeros((1, flat_size), np.float32)]
             else:
-                @tf.function(autograph=False, input_signature=[
-                    tf.TensorSpec((size,), tf.int32), tf.TensorSpec((size,), tf.int32),
-                    tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.float32),
-                    tf.TensorSpec((None,), tf.int32)])
-                def step(input_ids, site_ids, positions, values, splits):
+                signature = [*ids, tf.TensorSpec((None,), tf.int32),
+                             tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None,), tf.int32)]
+
+                def faulty(input_ids, site_ids, positions, values, splits):
                     batch = [tf.gather(a, input_ids) for a in acts_t]
                     hit = apply_sites(batch[0], site_ids, positions, values, splits, 1,
                                       static_shapes=False)
-                    return run_suffix(hit, batch[1:], tf.gather(golden_t, input_ids))
+                    return scores(hit, batch[1:])
 
+                # one site with no positions: what apply_sites takes when none is written
+                empty = [np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(2, np.int32)]
+            no_sites = [[c, np.full(size, -1, np.int32), *empty] for c in chunks]
+
+        # Golden scores come from the very graph the faults run through, at the same batch
+        # size, so a fault that changes nothing compares equal bit for bit.
+        faulty = tf.function(faulty, autograph=False, input_signature=signature)
+        faulty_fn = faulty.get_concrete_function()
+        golden_scores = np.concatenate([faulty_fn(*map(tf.constant, args)).numpy()
+                                        for args in no_sites])
+        golden_scores = golden_scores[:m].astype(np.float64)
+        check_golden(golden_scores)
+        golden_top1 = np.argmax(golden_scores, axis=1).astype(np.int64)
+        tolerance = self.config.tolerance
+        if mode == "aligned":
+            golden = tf.constant(np.tile(golden_scores, (per_batch, 1)))
+
+            def step(*args):
+                return classify_graph(golden, faulty_fn(*args), **tolerance)
+        else:
+            golden_t = tf.constant(golden_scores)
+
+            def step(*args):
+                return classify_graph(tf.gather(golden_t, args[0]), faulty_fn(*args),
+                                      **tolerance)
+
+        step = tf.function(step, autograph=False, input_signature=signature)
         # the traced graph itself: calling it skips the per-call signature matching
         return step.get_concrete_function(), golden_top1
 
@@ -401,6 +422,18 @@ class Campaign:
         except ImportError:
             return rows
         return pd.DataFrame(rows)
+
+
+def golden_activations(prefix, inputs: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Every output of `prefix` for all inputs, run eagerly in batches of `size` (a Keras
+    `predict` would first build a data pipeline and trace a function: most of a small
+    campaign's set-up)."""
+    parts = []
+    for k in range(0, len(inputs[0]), size):
+        chunk = [a[k:k + size] for a in inputs]
+        out = prefix(chunk, training=False)  # a list, as the model's inputs are
+        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate(p) for p in zip(*parts, strict=True)]
 
 
 def prefetched(fn, items: list, depth: int):
