@@ -24,8 +24,14 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise UserError(f"{path} is not a readable .npz file: {exc}") from None
 
 
-def model_inputs(model, data: dict[str, np.ndarray], source: str = "data") -> list[np.ndarray]:
-    """The arrays to feed `model`, in its input order, checked against its input shapes."""
+def model_inputs(model, data: dict[str, np.ndarray], source: str = "data",
+                 onnx_layout: bool = False) -> list[np.ndarray]:
+    """The arrays to feed `model`, in its input order, checked against its input shapes.
+
+    `onnx_layout`: the model was converted from ONNX, whose image inputs are channels-first
+    (N, C, H, W) while the converted model reads (N, H, W, C). Data in the ONNX layout, what
+    the model's user holds, is then transposed; data already channels-last is taken as it
+    is. A shape that fits both ways (C == H == W) is read in the ONNX layout."""
     names = [t.name.split(":")[0] for t in model.inputs]
     layer_names = [getattr(t, "_keras_history", [None])[0] for t in model.inputs]
     layer_names = [getattr(layer, "name", n) for layer, n in zip(layer_names, names, strict=True)]
@@ -41,9 +47,14 @@ def model_inputs(model, data: dict[str, np.ndarray], source: str = "data") -> li
             raise UserError(f"{source} has no array for model input {i} '{name}' "
                             f"(arrays: {', '.join(sorted(data))}; use 'x' or the input's name)")
         expected = tuple(tensor.shape[1:])
-        if tuple(array.shape[1:]) != expected:
+        channels_first = (expected[-1], *expected[:-1]) if len(expected) == 3 else None
+        if onnx_layout and channels_first and tuple(array.shape[1:]) == channels_first:
+            array = np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+        elif tuple(array.shape[1:]) != expected:
+            also = (f" (or {channels_first} in the ONNX layout)"
+                    if onnx_layout and channels_first else "")
             raise UserError(f"{source}: array for input '{name}' has sample shape "
-                            f"{tuple(array.shape[1:])}, the model expects {expected}")
+                            f"{tuple(array.shape[1:])}, the model expects {expected}{also}")
         arrays.append(array.astype(tensor.dtype if isinstance(tensor.dtype, str) else "float32"))
     lengths = {len(a) for a in arrays}
     if len(lengths) != 1:

@@ -102,11 +102,13 @@ def calibration_arrays(loaded: LoadedModel, calibration: str | Path | None) -> l
     """Calibration inputs: the given .npz, else the shipped example data if it fits."""
     if calibration is not None:
         return [a[:CALIBRATION_SAMPLES] for a in
-                model_inputs(loaded.model, load_npz(calibration), str(calibration))]
+                model_inputs(loaded.model, load_npz(calibration), str(calibration),
+                             onnx_layout=loaded.graph.source_format == "onnx")]
     if EXAMPLE_DATA.is_file():
         try:
             return [a[:CALIBRATION_SAMPLES] for a in
-                    model_inputs(loaded.model, load_npz(EXAMPLE_DATA), "example data")]
+                    model_inputs(loaded.model, load_npz(EXAMPLE_DATA), "example data",
+                                 onnx_layout=loaded.graph.source_format == "onnx")]
         except UserError:
             pass
     raise UserError("the normal value range of each target comes from calibration data: pass "

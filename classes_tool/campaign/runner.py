@@ -147,8 +147,9 @@ class Campaign:
         cfg = self.config
         self.loaded = patcher.load(cfg.model, cfg.input_shape)
         data = load_npz(cfg.data)
+        onnx_layout = self.loaded.graph.source_format == "onnx"
         self.inputs = [a[: cfg.inputs] for a in model_inputs(self.loaded.model, data,
-                                                              str(cfg.data))]
+                                                              str(cfg.data), onnx_layout)]
         y = labels(data)
         self.labels = None if y is None else y[: cfg.inputs]
         self.n_inputs = len(self.inputs[0])
