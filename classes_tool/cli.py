@@ -111,7 +111,8 @@ def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="DATA.npz",
                    help="inputs whose golden activations give each target's normal range")
     p.add_argument("--range", type=_range, metavar="LOW,HIGH",
-                   help="normal value range for all targets (instead of calibration)")
+                   help="normal value range for all targets (instead of calibration); "
+                        "write a negative LOW as --range=-2,2")
 
 
 def build_parser() -> argparse.ArgumentParser:

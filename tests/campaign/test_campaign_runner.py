@@ -268,3 +268,43 @@ def test_summary_table_uses_the_campaigns_confidence():
     assert f"25.00% ±{100 * max(hi - 0.25, 0.25 - lo):4.1f}" in text
     assert "99% Wilson interval" in text
     assert "95% Wilson interval" in format_summary(counts)
+
+
+def test_two_input_model_in_every_site_path_equals_the_patched_model(tmp_path, monkeypatch):
+    """A model with an image and a vector input, faults in either branch: the suffix reads
+    tensors of the other branch, and every path stores what the patched full model computes."""
+    from classes_tool.campaign import runner
+
+    img = keras.Input((8, 8, 2), name="img")
+    meta = keras.Input((5,), name="meta")
+    x = keras.layers.Flatten(name="fl")(keras.layers.ReLU(name="r1")(
+        keras.layers.Conv2D(4, 3, padding="same", name="c1")(img)))
+    z = keras.layers.Concatenate(name="cat")([x, keras.layers.Dense(6, name="d_meta")(meta)])
+    out = keras.layers.Dense(4, activation="softmax", name="head")(z)
+    keras.utils.set_random_seed(3)
+    keras.Model([img, meta], out).save(tmp_path / "two.h5")
+    rng = np.random.default_rng(0)
+    data = {"img": rng.random((12, 8, 8, 2)).astype("float32"),
+            "meta": rng.random((12, 5)).astype("float32")}
+    np.savez(tmp_path / "two.npz", **data)
+
+    def run(name, batch_size):
+        cfg = _config(tmp_path, model=str(tmp_path / "two.h5"), data=str(tmp_path / "two.npz"),
+                      inputs=12, targets={"nodes": ["c1", "d_meta"]}, faults=5,
+                      batch_size=batch_size, value_range=[-2.0, 2.0])
+        Campaign(cfg, out=tmp_path / name, quiet=True).run()
+        return _rows(tmp_path / name / "results.db")
+
+    aligned, dense = run("aligned", 48), run("dense", 8)
+    monkeypatch.setattr(runner, "DENSE_MIN_INPUTS", 10**9)
+    ragged = run("ragged", 8)
+    assert len(aligned) == 2 * 5 * 12 and dense == ragged
+    _same_but_rel_error(aligned, dense)
+    patched = tmp_path / "p.h5"
+    assert main(["patch", str(tmp_path / "two.h5"), "--after", "c1", "--sites", "5", "--seed",
+                 "5", "--range=-2.0,2.0", "-o", str(patched)]) == 0
+    model = keras.models.load_model(patched)
+    for fault in range(5):
+        classes_tool.set_sites(model, [fault] * 12)
+        top1 = model.predict([data["img"], data["meta"]], verbose=0).argmax(1)
+        assert top1.tolist() == [r[6] for r in ragged if r[0] == fault]
