@@ -308,3 +308,30 @@ def test_two_input_model_in_every_site_path_equals_the_patched_model(tmp_path, m
         classes_tool.set_sites(model, [fault] * 12)
         top1 = model.predict([data["img"], data["meta"]], verbose=0).argmax(1)
         assert top1.tolist() == [r[6] for r in ragged if r[0] == fault]
+
+
+def test_ctrl_c_keeps_every_computed_batch_and_resume_completes_it(tmp_path, monkeypatch):
+    """Ctrl-C during batch 4: batches 1-3, computed and handed to the writer thread, are all
+    committed before the interrupt propagates; --resume then equals an uninterrupted run."""
+    cfg = _config(tmp_path, inputs=8, faults=12, batch_size=16, targets={"nodes": ["conv3"]})
+    Campaign(cfg, out=tmp_path / "clean", quiet=True).run()
+    real = Campaign._suffix_step
+
+    def interrupted(self, *args):
+        step, golden = real(self, *args)
+        calls = []
+
+        def step_then_ctrl_c(*a):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return step(*a)
+        return step_then_ctrl_c, golden
+
+    monkeypatch.setattr(Campaign, "_suffix_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Campaign(cfg, out=tmp_path / "cut", quiet=True).run()
+    assert len(_rows(tmp_path / "cut" / "results.db")) == 3 * 16  # 2 faults x 8 inputs each
+    monkeypatch.setattr(Campaign, "_suffix_step", real)
+    Campaign(cfg, out=tmp_path / "cut", quiet=True).run(resume=True)
+    assert _rows(tmp_path / "cut" / "results.db") == _rows(tmp_path / "clean" / "results.db")
