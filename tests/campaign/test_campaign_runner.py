@@ -335,3 +335,35 @@ def test_ctrl_c_keeps_every_computed_batch_and_resume_completes_it(tmp_path, mon
     monkeypatch.setattr(Campaign, "_suffix_step", real)
     Campaign(cfg, out=tmp_path / "cut", quiet=True).run(resume=True)
     assert _rows(tmp_path / "cut" / "results.db") == _rows(tmp_path / "clean" / "results.db")
+
+
+@pytest.mark.parametrize("batch_size, inputs", [(64, 8), (8, 12)])
+def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, monkeypatch,
+                                                                      batch_size, inputs):
+    """Golden scores come from the faulty step itself: with nothing written, every row of a
+    batch, whatever its slot, equals its input's golden row bit for bit."""
+    import tensorflow as tf
+
+    seen = {}
+    real = Campaign._suffix_step
+
+    def spy(self, split, mode, size, per_batch, flat_size):
+        seen.update(mode=mode, size=size, per_batch=per_batch, flat=flat_size)
+        step, golden_top1 = real(self, split, mode, size, per_batch, flat_size)
+        seen["step"] = step
+        return step, golden_top1
+
+    monkeypatch.setattr(Campaign, "_suffix_step", spy)
+    cfg = _config(tmp_path, inputs=inputs, batch_size=batch_size, targets={"nodes": ["conv2"]})
+    Campaign(cfg, out=tmp_path / "r", quiet=True).run()
+    flat, size = seen["flat"], seen["size"]
+    if seen["mode"] == "aligned":
+        rows = seen["per_batch"]
+        out = seen["step"](tf.zeros((rows, flat), tf.bool), tf.zeros((rows, flat)))
+    else:
+        assert seen["mode"] == "dense"
+        ids = tf.constant(np.arange(size) % inputs, tf.int32)
+        out = seen["step"](ids, tf.fill((size,), -1), tf.zeros((1, flat), tf.bool),
+                           tf.zeros((1, flat)))
+    assert out["outcome"].numpy().tolist() == [0] * size  # OUTCOMES[0] == "masked"
+    assert not out["rel_error"].numpy().any()
