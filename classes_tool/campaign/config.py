@@ -91,7 +91,9 @@ def _number(raw: dict, key: str, kind: type, low: float | None = None,
                         f", got {value!r}")
     value = kind(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise UserError(f"config key '{key}' must be within [{low}, {high}], got {value}")
+        bound = (f"within [{low}, {high}]" if low is not None and high is not None else
+                 f"at least {low}" if low is not None else f"at most {high}")
+        raise UserError(f"config key '{key}' must be {bound}, got {value}")
     return value
 
 

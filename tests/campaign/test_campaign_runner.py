@@ -203,6 +203,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     ({"wobble": 1}, "unknown config key 'wobble'"),
     ({"seed": "seven"}, "'seed' must be an integer"),
     ({"margin": 2}, "'margin' must be within"),
+    ({"batch_size": 0}, "'batch_size' must be at least 1, got 0"),
     ({"targets": {"layers": ["conv1"]}}, "targets"),
     ({"model": "missing.h5"}, "model file not found"),
     ({"targets": {"nodes": ["nope"]}}, "no node named 'nope'"),
