@@ -368,3 +368,17 @@ def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, 
                            tf.zeros((1, flat)))
     assert out["outcome"].numpy().tolist() == [0] * size  # OUTCOMES[0] == "masked"
     assert not out["rel_error"].numpy().any()
+
+
+def test_other_tensors_tiled_in_the_step_when_a_tiled_copy_would_be_too_big(tmp_path,
+                                                                            monkeypatch):
+    """conv2's suffix also reads conv1 (the residual): kept as a tiled constant, or tiled in
+    every step above TILE_BYTES; both store the same rows."""
+    from classes_tool.campaign import runner
+
+    cfg = _config(tmp_path, inputs=8, batch_size=32, targets={"nodes": ["conv2"]})
+    Campaign(cfg, out=tmp_path / "constant", quiet=True).run()
+    monkeypatch.setattr(runner, "TILE_BYTES", 0)
+    Campaign(cfg, out=tmp_path / "per_step", quiet=True).run()
+    rows = _rows(tmp_path / "constant" / "results.db")
+    assert len(rows) == 9 * 8 and rows == _rows(tmp_path / "per_step" / "results.db")
