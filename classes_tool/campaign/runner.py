@@ -294,10 +294,11 @@ class Campaign:
                     counts["all"] += n
                     counts["critical_sdc"] += int(
                         (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
-                    bar.set_postfix_str(f"{plan.name} SDC-1 "
-                                        f"{counts['critical_sdc'] / counts['all']:.1%}",
-                                        refresh=False)
                     bar.update(int((~stored[q]).sum()))
+                    # every fault meets all m inputs: whole faults done = evaluations done // m
+                    bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
+                                        f"{counts['critical_sdc'] / counts['all']:.1%}, "
+                                        f"at {plan.name}", refresh=False)
             finally:
                 # what was computed is stored before anything else happens (Ctrl-C included)
                 for write in pending:
