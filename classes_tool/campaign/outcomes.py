@@ -97,30 +97,42 @@ def classify(golden: np.ndarray, faulty: np.ndarray, atol: float = 1e-6,
     f_safe = np.where(due[:, None], 0.0, f)  # keeps argmax/ranking well defined on DUE rows
     f_top = np.argmax(f_safe, axis=1)
     close = np.all(np.isclose(f_safe, g, atol=atol, rtol=rtol), axis=1)
-
-    outcome = np.full(n, MASKED, dtype=f"<U{max(map(len, OUTCOMES))}")
-    outcome[~close] = TOLERABLE_SDC
-    outcome[f_top != g_top] = CRITICAL_SDC
-    outcome[due] = DUE
-
     # Rank of the golden top-1 class in the faulty order (score desc, index asc): the number of
     # classes that come before it. It is in the top-5 iff fewer than 5 come before it.
     rows = np.arange(n)
     f_at_t = f_safe[rows, g_top]
     idx = np.arange(classes)[None, :]
     before = (f_safe > f_at_t[:, None]) | ((f_safe == f_at_t[:, None]) & (idx < g_top[:, None]))
-    sdc5 = (before.sum(axis=1) >= TOP_K) | due
+    out = finish_classification(due, f_top, close, f_at_t, before.sum(axis=1), g_top,
+                                g[rows, g_top])
+    out["outcome"] = np.asarray(OUTCOMES)[out["outcome"]]
+    return out
 
-    g_at_t = g[rows, g_top]
+
+def finish_classification(due, faulty_top1, close, faulty_at_top, ahead, golden_top1,
+                          golden_at_top) -> dict[str, np.ndarray]:
+    """The outcome columns from the per-row quantities `classify` measures (see
+    `classification_parts_graph` for their definitions); ``outcome`` as int32 indices into
+    `OUTCOMES`. Shared by `classify` and the campaign, which measures them inside its traced
+    step and finishes here: the few row-wise rules cost NumPy microseconds per batch, where
+    TensorFlow would pay an op dispatch for each."""
+    due, close = np.asarray(due, bool), np.asarray(close, bool)
+    f_top, g_top = np.asarray(faulty_top1), np.asarray(golden_top1)
+    codes = np.full(len(due), OUTCOMES.index(MASKED), np.int32)
+    codes[~close] = OUTCOMES.index(TOLERABLE_SDC)
+    codes[f_top != g_top] = OUTCOMES.index(CRITICAL_SDC)
+    codes[due] = OUTCOMES.index(DUE)
+    sdc5 = (np.asarray(ahead) >= TOP_K) | due
+    f_at_t = np.asarray(faulty_at_top, np.float64)
+    g_at_t = np.asarray(golden_at_top, np.float64)
     diff = np.abs(f_at_t - g_at_t)
     denom = np.abs(g_at_t)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(denom > 0, 100.0 * diff / np.where(denom > 0, denom, 1.0),
                        np.where(diff == 0, 0.0, np.inf))
     rel[due] = np.nan
-
     return {
-        "outcome": outcome,
+        "outcome": codes,
         "sdc5": sdc5,
         "rel_error": rel,
         "golden_top1": g_top.astype(np.int64),
@@ -148,45 +160,39 @@ def error_buckets(rel_error_percent: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), "due", labels[i])
 
 
-def classify_graph(golden, faulty, atol: float = 1e-6, rtol: float = 1e-5) -> dict[str, Any]:
-    """`classify` as TensorFlow ops, for use inside a traced campaign step: only a few small
-    columns leave the graph instead of the whole score matrix, and NumPy does no per-row work.
+def golden_terms(golden: np.ndarray, atol: float = 1e-6, rtol: float = 1e-5
+                 ) -> dict[str, np.ndarray]:
+    """What `classify` derives from the golden rows alone, computed once per input: the rows in
+    float64, their top-1 class, the score there, and each score's tolerance bound
+    ``atol + rtol * |g|`` (the same float64 expression `np.isclose` evaluates). A campaign
+    gathers these per evaluation instead of recomputing them for every fault."""
+    g = _as_rows(golden).astype(np.float64)
+    top = np.argmax(g, axis=1)
+    return {"golden": g, "top1": top.astype(np.int32), "at_top": g[np.arange(len(g)), top],
+            "bound": atol + rtol * np.abs(g)}
 
-    `golden` (n, classes) float64 must be finite (the caller checks it once); `faulty` (n,
-    classes) any float dtype. Returns tensors: ``outcome`` (int32 index into `OUTCOMES`),
-    ``sdc5`` (bool), ``rel_error`` (float64), ``faulty_top1`` (int64, -1 for DUE). Same
-    definitions, same float64 arithmetic, same tie rules as `classify`, which the tests compare
-    it with; ``tf.argmax`` is avoided because its choice among ties is unspecified."""
+
+def classification_parts_graph(faulty, golden, top1, bound) -> dict[str, Any]:
+    """The per-row quantities of `classify` as TensorFlow ops, for a traced campaign step: only
+    five small columns leave the graph instead of the score matrix; `finish_classification`
+    turns them into the outcome columns. `golden`, `top1` and `bound` are each row's
+    `golden_terms`. Same float64 arithmetic and tie rules as `classify` (``tf.argmax`` is
+    avoided: its choice among ties is unspecified), which the tests compare bit for bit.
+
+    Returns ``due`` (NaN/Inf anywhere), ``faulty_top1`` (lowest index among the maximal
+    scores, with a DUE row's scores taken as 0), ``close`` (every score within its bound),
+    ``faulty_at_top`` (the faulty score at the golden top-1 class) and ``ahead`` (how many
+    classes rank before that class in the faulty order)."""
     import tensorflow as tf
 
     f = tf.cast(faulty, tf.float64)
-    g = tf.cast(golden, tf.float64)
-    classes = tf.shape(f)[1]
-    idx = tf.range(classes)[None, :]
-
-    def top1(a):  # lowest index among the maximal scores, as numpy.argmax
-        best = tf.reduce_max(a, axis=1, keepdims=True)
-        return tf.reduce_min(tf.where(a == best, idx, classes), axis=1)
-
+    idx = tf.range(tf.shape(f)[1])[None, :]
     due = tf.logical_not(tf.reduce_all(tf.math.is_finite(f), axis=1))
     f_safe = tf.where(due[:, None], tf.zeros_like(f), f)
-    g_top, f_top = top1(g), top1(f_safe)
-    close = tf.reduce_all(tf.abs(f_safe - g) <= atol + rtol * tf.abs(g), axis=1)
-    codes = tf.where(due, OUTCOMES.index(DUE),
-                     tf.where(f_top != g_top, OUTCOMES.index(CRITICAL_SDC),
-                              tf.where(close, OUTCOMES.index(MASKED),
-                                       OUTCOMES.index(TOLERABLE_SDC))))
-
-    f_at_t = tf.gather(f_safe, g_top, axis=1, batch_dims=1)
-    g_at_t = tf.gather(g, g_top, axis=1, batch_dims=1)
-    before = (f_safe > f_at_t[:, None]) | ((f_safe == f_at_t[:, None]) & (idx < g_top[:, None]))
-    sdc5 = (tf.reduce_sum(tf.cast(before, tf.int32), axis=1) >= TOP_K) | due
-
-    diff = tf.abs(f_at_t - g_at_t)
-    denom = tf.abs(g_at_t)
-    inf = tf.constant(np.inf, tf.float64)
-    rel = tf.where(denom > 0, 100.0 * diff / tf.where(denom > 0, denom, tf.ones_like(denom)),
-                   tf.where(diff == 0, tf.zeros_like(diff), inf + tf.zeros_like(diff)))
-    rel = tf.where(due, tf.constant(np.nan, tf.float64) + tf.zeros_like(rel), rel)
-    return {"outcome": tf.cast(codes, tf.int32), "sdc5": sdc5, "rel_error": rel,
-            "faulty_top1": tf.cast(tf.where(due, -1, f_top), tf.int64)}
+    best = tf.reduce_max(f_safe, axis=1, keepdims=True)
+    f_top = tf.reduce_min(tf.where(f_safe == best, idx, tf.shape(f)[1]), axis=1)
+    close = tf.reduce_all(tf.abs(f_safe - golden) <= bound, axis=1)
+    f_at_t = tf.gather(f_safe, top1, axis=1, batch_dims=1)
+    before = (f_safe > f_at_t[:, None]) | ((f_safe == f_at_t[:, None]) & (idx < top1[:, None]))
+    return {"due": due, "faulty_top1": f_top, "close": close, "faulty_at_top": f_at_t,
+            "ahead": tf.reduce_sum(tf.cast(before, tf.int32), axis=1)}

@@ -12,8 +12,9 @@ Speed by design:
   injected tensor is then one select broadcasting each fault's dense (mask, value) row over the
   golden activations of all inputs, with no per-sample gather or row; otherwise sites go in as
   dense rows per sample or, with few inputs per fault, as ragged per-sample writes;
-- outcomes are classified inside the traced step, and SQLite commits each batch in a writer
-  thread while TensorFlow computes the next one.
+- the outcome's per-row quantities are measured inside the traced step (five small columns
+  leave it, not the scores), and SQLite commits each batch in a writer thread while TensorFlow
+  computes the next one.
 
 Determinism: fault i of target T uses site i of T, drawn from (seed, T, i) alone; the pairs of a
 target are enumerated (fault-major) and cut into batches at fixed positions, so a resumed
@@ -36,7 +37,9 @@ from classes_tool.campaign.outcomes import (
     CRITICAL_SDC,
     OUTCOMES,
     check_golden,
-    classify_graph,
+    classification_parts_graph,
+    finish_classification,
+    golden_terms,
 )
 from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.campaign.store import ResultStore
@@ -237,7 +240,8 @@ class Campaign:
             step = None
             golden_top1 = np.zeros(m, np.int64)
         else:
-            step, golden_top1 = self._suffix_step(split, mode, size, per_batch, flat_size)
+            step, terms = self._suffix_step(split, mode, size, per_batch, flat_size)
+            golden_top1, golden_at_top = terms["top1"].astype(np.int64), terms["at_top"]
 
         def prepare(start: int):
             """Everything batch `start` needs besides the network, built in the background
@@ -280,10 +284,13 @@ class Campaign:
                     if step is None:
                         classified = {"outcome": np.zeros(n, np.int32),
                                       "sdc5": np.zeros(n, bool), "rel_error": np.zeros(n),
-                                      "faulty_top1": golden_top1[inputs]}
+                                      "faulty_top1": golden_top1[inputs],
+                                      "golden_top1": golden_top1[inputs]}
                     else:
-                        classified = {k: v.numpy()[:n] for k, v in step(*args).items()}
-                    classified["golden_top1"] = golden_top1[inputs]
+                        parts = {k: v.numpy()[:n] for k, v in step(*args).items()}
+                        classified = finish_classification(
+                            **parts, golden_top1=golden_top1[inputs],
+                            golden_at_top=golden_at_top[inputs])
                     # SQLite runs in the writer thread while TF computes the next batch; at
                     # most WRITES_AHEAD batches wait, each committed whole or not at all
                     if len(pending) >= WRITES_AHEAD:
@@ -305,11 +312,12 @@ class Campaign:
                     write.result()
 
     def _suffix_step(self, split, mode: str, size: int, per_batch: int, flat_size: int):
-        """The traced campaign step of one target and the golden top-1 of every input.
+        """The traced campaign step of one target and the `golden_terms` of every input.
 
         One trace for the whole target: every batch has `size` rows (the last one padded with
-        rows that get no site), and the outcome is classified inside the graph, so only four
-        small columns come back. Three ways in, by how faults meet inputs:
+        rows that get no site), and the per-row quantities of the outcome classes are measured
+        inside the graph, so only five small columns come back (`finish_classification`
+        completes them). Three ways in, by how faults meet inputs:
         - "aligned" (each fault meets all m inputs, whole faults per batch): the batch is
           (fault, input) in fault-major order, so the injected tensor is one select that
           broadcasts each fault's (mask, value) row over the golden activations of the m
@@ -391,23 +399,24 @@ class Campaign:
                                         for args in no_sites])
         golden_scores = golden_scores[:m].astype(np.float64)
         check_golden(golden_scores)
-        golden_top1 = np.argmax(golden_scores, axis=1).astype(np.int64)
-        tolerance = self.config.tolerance
-        if mode == "aligned":
-            golden = tf.constant(np.tile(golden_scores, (per_batch, 1)))
+        terms = golden_terms(golden_scores, **self.config.tolerance)
+        order = ("golden", "top1", "bound")
+        if mode == "aligned":  # row j * m + i of a batch is input i
+            tiled = [tf.constant(np.tile(terms[k], (per_batch,) + (1,) * (terms[k].ndim - 1)))
+                     for k in order]
 
             def step(*args):
-                return classify_graph(golden, faulty_fn(*args), **tolerance)
+                return classification_parts_graph(faulty_fn(*args), *tiled)
         else:
-            golden_t = tf.constant(golden_scores)
+            per_input = [tf.constant(terms[k]) for k in order]
 
             def step(*args):
-                return classify_graph(tf.gather(golden_t, args[0]), faulty_fn(*args),
-                                      **tolerance)
+                return classification_parts_graph(
+                    faulty_fn(*args), *(tf.gather(t, args[0]) for t in per_input))
 
         step = tf.function(step, autograph=False, input_signature=signature)
         # the traced graph itself: calling it skips the per-call signature matching
-        return step.get_concrete_function(), golden_top1
+        return step.get_concrete_function(), terms
 
     def export_csv(self, path: str | Path) -> Path:
         """Write every stored row to a CSV file (atomically)."""

@@ -345,14 +345,16 @@ def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, 
     batch, whatever its slot, equals its input's golden row bit for bit."""
     import tensorflow as tf
 
+    from classes_tool.campaign.outcomes import finish_classification
+
     seen = {}
     real = Campaign._suffix_step
 
     def spy(self, split, mode, size, per_batch, flat_size):
         seen.update(mode=mode, size=size, per_batch=per_batch, flat=flat_size)
-        step, golden_top1 = real(self, split, mode, size, per_batch, flat_size)
-        seen["step"] = step
-        return step, golden_top1
+        step, terms = real(self, split, mode, size, per_batch, flat_size)
+        seen.update(step=step, terms=terms)
+        return step, terms
 
     monkeypatch.setattr(Campaign, "_suffix_step", spy)
     cfg = _config(tmp_path, inputs=inputs, batch_size=batch_size, targets={"nodes": ["conv2"]})
@@ -366,8 +368,14 @@ def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, 
         ids = tf.constant(np.arange(size) % inputs, tf.int32)
         out = seen["step"](ids, tf.fill((size,), -1), tf.zeros((1, flat), tf.bool),
                            tf.zeros((1, flat)))
-    assert out["outcome"].numpy().tolist() == [0] * size  # OUTCOMES[0] == "masked"
-    assert not out["rel_error"].numpy().any()
+    rows = np.arange(size) % inputs  # the input of each row, in both layouts
+    got = finish_classification(**{k: v.numpy() for k, v in out.items()},
+                                golden_top1=seen["terms"]["top1"][rows],
+                                golden_at_top=seen["terms"]["at_top"][rows])
+    assert got["outcome"].tolist() == [0] * size  # OUTCOMES[0] == "masked"
+    assert not got["rel_error"].any()
+    # not merely within tolerance: the very golden scores, bit for bit
+    assert out["faulty_at_top"].numpy().tolist() == seen["terms"]["at_top"][rows].tolist()
 
 
 def test_other_tensors_tiled_in_the_step_when_a_tiled_copy_would_be_too_big(tmp_path,
