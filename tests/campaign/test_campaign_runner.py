@@ -390,3 +390,16 @@ def test_other_tensors_tiled_in_the_step_when_a_tiled_copy_would_be_too_big(tmp_
     Campaign(cfg, out=tmp_path / "per_step", quiet=True).run()
     rows = _rows(tmp_path / "constant" / "results.db")
     assert len(rows) == 9 * 8 and rows == _rows(tmp_path / "per_step" / "results.db")
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities here")
+def test_side_work_runs_at_a_lower_priority_than_the_caller():
+    import threading
+
+    from classes_tool.campaign.runner import background_thread
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    with background_thread() as pool:
+        assert pool.submit(niceness).result() > niceness() or niceness() == 19
