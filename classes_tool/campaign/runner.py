@@ -405,11 +405,12 @@ class Campaign:
         terms = golden_terms(golden_scores, **self.config.tolerance)
         order = ("golden", "top1", "bound")
         if mode == "aligned":  # row j * m + i of a batch is input i
-            tiled = [tf.constant(np.tile(terms[k], (per_batch,) + (1,) * (terms[k].ndim - 1)))
-                     for k in order]
+            tiled_terms = [tf.constant(np.tile(terms[k],
+                                               (per_batch,) + (1,) * (terms[k].ndim - 1)))
+                           for k in order]
 
             def step(*args):
-                return classification_parts_graph(faulty_fn(*args), *tiled)
+                return classification_parts_graph(faulty_fn(*args), *tiled_terms)
         else:
             per_input = [tf.constant(terms[k]) for k in order]
 
