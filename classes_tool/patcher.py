@@ -98,31 +98,46 @@ def select_targets(graph: ModelGraph, after: Sequence[str] = (),
     return [n for n in graph.names() if n in chosen]
 
 
+def data_inputs(loaded: LoadedModel, data: dict[str, np.ndarray], source: str
+                ) -> list[np.ndarray]:
+    """`model_inputs` for a loaded model file: one converted from ONNX reads image data in the
+    ONNX layout too."""
+    return model_inputs(loaded.model, data, source,
+                        onnx_layout=loaded.graph.source_format == "onnx")
+
+
 def calibration_arrays(loaded: LoadedModel, calibration: str | Path | None) -> list[np.ndarray]:
     """Calibration inputs: the given .npz, else the shipped example data if it fits."""
     if calibration is not None:
         return [a[:CALIBRATION_SAMPLES] for a in
-                model_inputs(loaded.model, load_npz(calibration), str(calibration),
-                             onnx_layout=loaded.graph.source_format == "onnx")]
+                data_inputs(loaded, load_npz(calibration), str(calibration))]
     if EXAMPLE_DATA.is_file():
         try:
             return [a[:CALIBRATION_SAMPLES] for a in
-                    model_inputs(loaded.model, load_npz(EXAMPLE_DATA), "example data",
-                                 onnx_layout=loaded.graph.source_format == "onnx")]
+                    data_inputs(loaded, load_npz(EXAMPLE_DATA), "example data")]
         except UserError:
             pass
     raise UserError("the normal value range of each target comes from calibration data: pass "
                     "--calibration DATA.npz (arrays 'x' or one per input name) or --range LOW,HIGH")
 
 
+def layer_outputs(loaded: LoadedModel, names: Sequence[str], arrays: list[np.ndarray],
+                  batch_size: int) -> list[np.ndarray]:
+    """The golden output of each named layer for all inputs, run eagerly in batches (a Keras
+    `predict` would first build a data pipeline and trace a function, most of the set-up of a
+    small campaign)."""
+    probe = keras.Model(loaded.model.inputs, [loaded.model.get_layer(n).output for n in names])
+    parts = []
+    for k in range(0, len(arrays[0]), batch_size):
+        out = probe([a[k:k + batch_size] for a in arrays], training=False)
+        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate(p) for p in zip(*parts, strict=True)]
+
+
 def value_ranges(loaded: LoadedModel, targets: Sequence[str], arrays: list[np.ndarray]
                  ) -> dict[str, tuple[float, float]]:
     """Min and max of each target's golden activations on the calibration inputs."""
-    probe = keras.Model(loaded.model.inputs,
-                        [loaded.model.get_layer(t).output for t in targets])
-    outs = probe.predict(arrays if len(arrays) > 1 else arrays[0], verbose=0,
-                         batch_size=128)
-    outs = outs if isinstance(outs, list) else [outs]
+    outs = layer_outputs(loaded, targets, arrays, batch_size=128)
     ranges = {}
     for target, out in zip(targets, outs, strict=True):
         finite = out[np.isfinite(out)]

@@ -45,7 +45,7 @@ from classes_tool.campaign.outcomes import (
 )
 from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.campaign.store import ResultStore
-from classes_tool.data import labels, load_npz, model_inputs
+from classes_tool.data import labels, load_npz
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
 from classes_tool.simulator.error_model import ErrorModel, load_error_model
@@ -153,9 +153,8 @@ class Campaign:
         cfg = self.config
         self.loaded = patcher.load(cfg.model, cfg.input_shape)
         data = load_npz(cfg.data)
-        onnx_layout = self.loaded.graph.source_format == "onnx"
-        self.inputs = [a[: cfg.inputs] for a in model_inputs(self.loaded.model, data,
-                                                              str(cfg.data), onnx_layout)]
+        self.inputs = [a[: cfg.inputs] for a in patcher.data_inputs(self.loaded, data,
+                                                                     str(cfg.data))]
         y = labels(data)
         self.labels = None if y is None else y[: cfg.inputs]
         self.n_inputs = len(self.inputs[0])
@@ -329,17 +328,16 @@ class Campaign:
           sample's fault a dense row;
         - "ragged" (few inputs per fault): each sample's sparse site written into its row.
         """
-        import keras
         import tensorflow as tf
 
+        from classes_tool import patcher
         from classes_tool.graph import build_model
         from classes_tool.simulator.layer import apply_sites
 
         sub, needed = split
         suffix = build_model(sub)
-        full, m = self.loaded.model, self.n_inputs
-        prefix = keras.Model(full.inputs, [full.get_layer(n).output for n in needed])
-        acts = golden_activations(prefix, self.inputs, size)
+        m = self.n_inputs
+        acts = patcher.layer_outputs(self.loaded, needed, self.inputs, size)
 
         def scores(hit, others):
             out = suffix([hit, *others] if others else hit, training=False)
@@ -349,15 +347,14 @@ class Campaign:
             shape = acts[0].shape
             flat = tf.constant(acts[0].reshape(1, m, flat_size))
             tiled = sum(a.nbytes for a in acts[1:]) * per_batch <= TILE_BYTES
-            others = [tf.constant(np.tile(a, (per_batch,) + (1,) * (a.ndim - 1))) if tiled
-                      else tf.constant(a) for a in acts[1:]]
+            others = [tf.constant(np.concatenate([a] * per_batch) if tiled else a)
+                      for a in acts[1:]]
             signature = [tf.TensorSpec((per_batch, flat_size), tf.bool),
                          tf.TensorSpec((per_batch, flat_size), tf.float32)]
 
             def faulty(mask, value):
                 hit = tf.where(mask[:, None, :], tf.cast(value, flat.dtype)[:, None, :], flat)
-                rest = others if tiled else [tf.tile(a, (per_batch,) + (1,) * (len(a.shape) - 1))
-                                             for a in others]
+                rest = others if tiled else [tf.concat([a] * per_batch, 0) for a in others]
                 return scores(tf.reshape(hit, (size, *shape[1:])), rest)
 
             no_sites = [[np.zeros((per_batch, flat_size), bool),
@@ -405,9 +402,7 @@ class Campaign:
         terms = golden_terms(golden_scores, **self.config.tolerance)
         order = ("golden", "top1", "bound")
         if mode == "aligned":  # row j * m + i of a batch is input i
-            tiled_terms = [tf.constant(np.tile(terms[k],
-                                               (per_batch,) + (1,) * (terms[k].ndim - 1)))
-                           for k in order]
+            tiled_terms = [tf.constant(np.concatenate([terms[k]] * per_batch)) for k in order]
 
             def step(*args):
                 return classification_parts_graph(faulty_fn(*args), *tiled_terms)
@@ -437,18 +432,6 @@ class Campaign:
         except ImportError:
             return rows
         return pd.DataFrame(rows)
-
-
-def golden_activations(prefix, inputs: list[np.ndarray], size: int) -> list[np.ndarray]:
-    """Every output of `prefix` for all inputs, run eagerly in batches of `size` (a Keras
-    `predict` would first build a data pipeline and trace a function: most of a small
-    campaign's set-up)."""
-    parts = []
-    for k in range(0, len(inputs[0]), size):
-        chunk = [a[k:k + size] for a in inputs]
-        out = prefix(chunk, training=False)  # a list, as the model's inputs are
-        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
-    return [np.concatenate(p) for p in zip(*parts, strict=True)]
 
 
 def background_thread() -> ThreadPoolExecutor:
