@@ -188,20 +188,36 @@ def register_convert(sub: argparse._SubParsersAction) -> None:
 
 def cmd_build_native(args: argparse.Namespace) -> None:
     from classes_tool.errors import UserError
-    from classes_tool.simulator import native
+    from classes_tool.simulator import native, native_sites
 
-    path = native.build(force=args.force)
-    if not native.enabled():
-        print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
-    elif native.load() is None:
-        raise UserError(f"{path} was built but TensorFlow cannot load it")
-    else:
-        print(f"native in-place write ready: {path}")
+    failed = []
+    try:  # the write kernel, then the site generator: one failing does not stop the other
+        path = native.build(force=args.force)
+        if not native.enabled():
+            print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
+        elif native.load() is None:
+            raise UserError(f"{path} was built but TensorFlow cannot load it")
+        else:
+            print(f"native in-place write ready: {path}")
+    except UserError as exc:
+        failed.append(exc)
+    try:
+        path = native_sites.build(force=args.force)
+        if not native_sites.enabled():
+            print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
+        elif native_sites.load() is None:
+            raise UserError(f"{path} was built but cannot be loaded")
+        else:
+            print(f"native site generator ready: {path}")
+    except UserError as exc:
+        failed.append(exc)
+    if failed:
+        raise failed[0] if len(failed) == 1 else UserError("; ".join(map(str, failed)))
 
 
 def register_build_native(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-native", help="compile the in-place write kernel the "
-                                            "ErrorSimulator uses when it is available")
+    p = sub.add_parser("build-native", help="compile the in-place write kernel and the site "
+                                            "generator the simulator uses when available")
     p.add_argument("--force", action="store_true", help="rebuild even if it is built")
     p.set_defaults(func=cmd_build_native)
 

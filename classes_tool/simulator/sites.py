@@ -14,7 +14,8 @@ never depends on how many others are drawn, in which order, or by how many worke
 Speed: a campaign draws one site per fault, so everything that consumes no randomness is
 prepared once per error model (`_Plan`: cumulative weights, merged parameter sets, value
 domains) and each site makes only its draws, in the same order and with the same arguments as
-the plain formulation, so site i keeps its exact positions and values.
+the plain formulation, so site i keeps its exact positions and values. When it is built
+(`classes-tool build-native`), `native_sites.py` draws the same sites in C, ~10x faster.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
+from classes_tool.simulator import native_sites
 from classes_tool.simulator.error_model import ErrorModel
 from classes_tool.simulator.patterns import AFFINE_UNIFORM, GENERATORS, map_shape
 
@@ -358,6 +360,12 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
     if not (np.isfinite(low) and np.isfinite(high) and low <= high):
         raise UserError(f"invalid normal value range for {target}: [{low}, {high}]")
     plan, hwc = _plan(model), map_shape(shape)
+    drawn = native_sites.draw(plan, hwc, low, high, seed, target, first, count)
+    if drawn is not None:  # the compiled generator, when built: the same sites, faster
+        return SiteSet(target=target, error_model=model.name,
+                       shape=tuple(int(d) for d in shape), value_range=(low, high),
+                       seed=int(seed), positions=drawn[0], values=drawn[1], splits=drawn[2],
+                       patterns=drawn[3])
     positions, values, lengths, patterns = [], [], [], []
     for rng in _site_rngs(seed, target, first, count):
         pattern, pos, val = plan.draw(rng, hwc, low, high)
