@@ -2,6 +2,10 @@
 
     python bench/sites.py            # target: ratio >= 3 on conv_gemm (8, 8, 16)
 
+`generate_sites` is timed twice: the Python generator (CLASSES_TOOL_NATIVE=0) and, when
+`classes-tool build-native` has built it, the C generator (native_sites.py); the ratio line
+reports the faster of the two that is available, and the native/python ratio beside it.
+
 The baseline is kept below (`reference_sites`): one generator per site, weights, parameter sets
 and value domains re-derived for every site, one small NumPy array per pattern piece merged with
 np.unique. Both must give the same bits (positions, values, splits, pattern names), which is
@@ -11,8 +15,10 @@ campaign's case (conv_gemm on the digits CNN's conv2, (8, 8, 16)).
 
 from __future__ import annotations
 
+import os
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from common import interleaved  # noqa: E402
 
+from classes_tool.simulator import native_sites  # noqa: E402
 from classes_tool.simulator.error_model import available_error_models, load_error_model  # noqa: E402
 from classes_tool.simulator.patterns import map_shape  # noqa: E402
 from classes_tool.simulator.sites import generate_sites  # noqa: E402
@@ -290,17 +297,37 @@ def same_bits(ours, ref: tuple[Any, ...]) -> bool:
             and np.array_equal(ours.splits, splits) and ours.patterns == patterns)
 
 
+def python_only(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` run with the compiled generator switched off."""
+    def run():
+        os.environ["CLASSES_TOOL_NATIVE"] = "0"
+        try:
+            return fn()
+        finally:
+            del os.environ["CLASSES_TOOL_NATIVE"]
+    return run
+
+
 def run_case(name: str, shape: tuple[int, ...], count: int, rounds: int) -> tuple[float, float]:
     model = load_error_model(name)
     args = (model, "conv2", shape, (-3.0, 3.0), count, 1)
-    assert same_bits(generate_sites(*args), reference_sites(*args)), f"{name} {shape} differs"
-    assert same_bits(generate_sites(*args, first=977), reference_sites(*args, first=977))
-    best = interleaved({"reference": lambda: reference_sites(*args),
-                        "ours": lambda: generate_sites(*args)}, rounds=rounds, repeats=1)
-    ref_rate, our_rate = count / best["reference"], count / best["ours"]
-    print(f"{name:14s} {str(shape):14s} reference {ref_rate:8.0f} sites/s   "
-          f"ours {our_rate:8.0f} sites/s   ratio {our_rate / ref_rate:4.1f}x", flush=True)
-    return ref_rate, our_rate
+    for first in (0, 977):
+        ref = reference_sites(*args, first=first)
+        assert same_bits(python_only(lambda f=first: generate_sites(*args, first=f))(), ref), \
+            f"{name} {shape} differs"
+        assert same_bits(generate_sites(*args, first=first), ref), f"{name} {shape} differs"
+    fns = {"reference": lambda: reference_sites(*args),
+           "python": python_only(lambda: generate_sites(*args))}
+    if native_sites.load() is not None:
+        fns["native"] = lambda: generate_sites(*args)
+    best = interleaved(fns, rounds=rounds, repeats=1)
+    rates = {k: count / v for k, v in best.items()}
+    native = (f"   native {rates['native']:8.0f} sites/s ({rates['native'] / rates['python']:4.1f}x "
+              "python)" if "native" in rates else "   native: not built")
+    print(f"{name:14s} {str(shape):14s} reference {rates['reference']:8.0f} sites/s   "
+          f"python {rates['python']:8.0f} sites/s ({rates['python'] / rates['reference']:4.1f}x)"
+          + native, flush=True)
+    return rates["reference"], rates.get("native", rates["python"])
 
 
 def main() -> None:
