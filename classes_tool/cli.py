@@ -35,6 +35,34 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': use e.g. 3,224,224") from None
 
 
+def seed_argument(text: str) -> int:
+    """A --seed: an integer in [0, 2**63 - 1] (what every seeded part of the tool accepts)."""
+    from classes_tool.simulator.sites import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed '{text}': use an integer") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"bad seed {value}: use an integer in [0, 2**63 - 1]")
+    return value
+
+
+#: Sites per target above this are refused: each site is stored in the patched model's weights,
+#: and drawing 10**11 of them would run for hours and fill the memory before failing.
+MAX_SITES = 10_000_000
+
+
+def _sites(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad number of sites '{text}'") from None
+    if not 1 <= value <= MAX_SITES:
+        raise argparse.ArgumentTypeError(f"bad number of sites {value}: use 1 to {MAX_SITES:,}")
+    return value
+
+
 def _range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -106,8 +134,9 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
 def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--error-model", default="auto",
                    help="error model name or CLASSES JSON path (default: by layer type)")
-    p.add_argument("--sites", type=int, default=1000, help="sites per target (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sites", type=_sites, default=1000,
+                   help=f"sites per target (default 1000, at most {MAX_SITES:,})")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     p.add_argument("--calibration", metavar="DATA.npz",
                    help="inputs whose golden activations give each target's normal range")
     p.add_argument("--range", type=_range, metavar="LOW,HIGH",
@@ -170,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("classes-tool: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the system refuses: a folder, no permission, no such dir
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"classes-tool: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from classes_tool.cli import seed_argument
+
 
 def cmd_campaign(args: argparse.Namespace) -> None:
     from classes_tool.campaign.config import read_yaml
@@ -152,7 +154,7 @@ def register_campaign(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config")
     p.add_argument("--resume", action="store_true", help="continue an interrupted campaign")
     p.add_argument("--out", help="output folder (overrides the config)")
-    p.add_argument("--seed", type=int, help="seed (overrides the config)")
+    p.add_argument("--seed", type=seed_argument, help="seed (overrides the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_campaign)
 

@@ -41,7 +41,7 @@ def model_inputs(model, data: dict[str, np.ndarray], source: str = "data",
             array = data[name]
         elif len(model.inputs) == 1 and "x" in data:
             array = data["x"]
-        elif len(model.inputs) == 1 and len(data) == 1:
+        elif len(model.inputs) == 1 and len(data) == 1 and "y" not in data:
             array = next(iter(data.values()))
         else:
             raise UserError(f"{source} has no array for model input {i} '{name}' "
@@ -59,8 +59,31 @@ def model_inputs(model, data: dict[str, np.ndarray], source: str = "data",
     lengths = {len(a) for a in arrays}
     if len(lengths) != 1:
         raise UserError(f"{source}: input arrays have different lengths {sorted(lengths)}")
+    if lengths == {0}:
+        raise UserError(f"{source}: the input arrays hold no samples")
     return arrays
 
 
-def labels(data: dict[str, np.ndarray]) -> np.ndarray | None:
-    return data.get("y")
+def labels(data: dict[str, np.ndarray], n: int | None = None, source: str = "data"
+           ) -> np.ndarray | None:
+    """The class labels `y` of the first `n` samples as integers, or None without `y`.
+
+    One-hot (or score) rows are read as their argmax, a common way to store labels; anything
+    else that is not one integer class per sample is an error, and so is a `y` shorter than
+    the inputs it labels (it would otherwise fail only when a result row is stored)."""
+    y = data.get("y")
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "iub" and not (
+            y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise UserError(f"{source}: 'y' must hold one integer class per sample (or one-hot "
+                        f"rows), got shape {y.shape} of {y.dtype}")
+    n = len(y) if n is None else n
+    if len(y) < n:
+        raise UserError(f"{source}: 'y' has {len(y)} labels for {n} inputs")
+    return y[:n].astype(np.int64)

@@ -5,6 +5,7 @@ Paths in the file are relative to the file's own folder, so a config can be run 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from classes_tool.errors import UserError
+from classes_tool.simulator.sites import MAX_SEED
 
 KEYS = {
     "target": "what is simulated: 'layers' (ErrorSimulator, default), 'systolic' or 'snn'",
@@ -66,12 +68,31 @@ class CampaignConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error: plain
+    YAML keeps the last value silently, so a config edited by appending `seed: 2` under an old
+    `seed: 1` would run with a seed its author may not have meant."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise UserError(f"{path} is not valid YAML: {first}") from None
@@ -141,9 +162,16 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
                  "rtol": _number(tolerance, "rtol", float, 0, None, 1e-5)}
     value_range = raw.get("value_range")
     if value_range is not None:
-        if not (isinstance(value_range, list) and len(value_range) == 2):
-            raise UserError("config key 'value_range' must be [low, high]")
+        if not (isinstance(value_range, list) and len(value_range) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) for v in value_range)
+                and value_range[0] <= value_range[1]):
+            raise UserError("config key 'value_range' must be [low, high], two finite numbers "
+                            f"with low <= high, got {value_range!r}")
         value_range = (float(value_range[0]), float(value_range[1]))
+    if raw.get("faults") is not None and raw.get("margin") is not None:
+        raise UserError("config keys 'faults' (a fixed budget per target) and 'margin' "
+                        "(statistical sizing) exclude each other: give one")
     input_shape = raw.get("input_shape")
     if input_shape is not None:
         if not (isinstance(input_shape, list) and input_shape):
@@ -169,7 +197,7 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
         margin=_number(raw, "margin", float, 1e-6, 0.5, 0.05),
         confidence=_number(raw, "confidence", float, 0.5, 0.999999, 0.99),
         p=_number(raw, "p", float, 0.0, 1.0, 0.5),
-        seed=int(seed) if seed is not None else _number(raw, "seed", int, 0, None, 0),
+        seed=_number({"seed": seed} if seed is not None else raw, "seed", int, 0, MAX_SEED, 0),
         batch_size=_number(raw, "batch_size", int, 1, None, 256),
         calibration=_path(base, raw["calibration"], "calibration") if raw.get("calibration")
         else None,

@@ -155,9 +155,8 @@ class Campaign:
         data = load_npz(cfg.data)
         self.inputs = [a[: cfg.inputs] for a in patcher.data_inputs(self.loaded, data,
                                                                      str(cfg.data))]
-        y = labels(data)
-        self.labels = None if y is None else y[: cfg.inputs]
         self.n_inputs = len(self.inputs[0])
+        self.labels = labels(data, self.n_inputs, str(cfg.data))
         self.targets = patcher.select_targets(self.loaded.graph, cfg.targets["nodes"],
                                               cfg.targets["types"])
         outputs = self.loaded.graph.outputs
@@ -194,8 +193,6 @@ class Campaign:
         if self.db_path.exists() and not resume:
             raise UserError(f"{self.db_path} already exists: continue it with --resume, or "
                             "choose another output folder (--out)")
-        from tqdm import tqdm
-
         from classes_tool import patcher
 
         calibration = self.config.calibration or self.config.data
@@ -204,6 +201,18 @@ class Campaign:
                   else patcher.value_ranges(self.loaded, self.targets,
                                             patcher.calibration_arrays(self.loaded, calibration)))
         total = sum(p.faults for p in self.plans) * self.n_inputs
+        new_folder = not self.db_path.parent.exists()
+        new_db = not self.db_path.exists()
+        try:
+            return self._run_stored(total, ranges)
+        except BaseException:
+            if new_db:  # a run that stored nothing leaves nothing that blocks the next one
+                discard_if_empty(self.db_path, remove_folder=new_folder)
+            raise
+
+    def _run_stored(self, total: int, ranges: dict) -> dict[str, Any]:
+        from tqdm import tqdm
+
         with ResultStore(self.db_path, meta=self.meta()) as store:
             done = store.done_array()
             bar = tqdm(total=total, initial=len(done), disable=self.quiet, unit="eval",
@@ -463,6 +472,31 @@ def prefetched(fn, items: list, depth: int):
             if k + depth < len(items):
                 ahead.append(pool.submit(fn, items[k + depth]))
             yield result
+
+
+def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
+    """Delete a result database that holds no result row (and its folder, when the run created
+    it and nothing else is in it): a campaign that failed before storing anything must not make
+    the next run ask for --resume."""
+    import sqlite3
+
+    if db_path.is_file() and db_path.stat().st_size:
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]:
+                    return
+            finally:
+                conn.close()
+        except sqlite3.Error:  # not a result database after all: not ours to delete
+            return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    if remove_folder:
+        try:
+            db_path.parent.rmdir()
+        except OSError:  # not empty (or gone): leave it
+            pass
 
 
 def summarize(store: ResultStore) -> dict[str, Any]:

@@ -37,6 +37,9 @@ from classes_tool.simulator import native_sites
 from classes_tool.simulator.error_model import ErrorModel
 from classes_tool.simulator.patterns import AFFINE_UNIFORM, GENERATORS, map_shape
 
+#: Seeds are non-negative and fit in int64 (the ErrorSimulator keeps its seed in an int64 weight).
+MAX_SEED = 2**63 - 1
+
 # Out-of-range values lie beyond the normal range by a log-uniform excess between 1% and
 # 10^6 times the range's width: from barely out of range to "very large".
 OUT_OF_RANGE_EXPONENTS = (-2.0, 6.0)
@@ -356,6 +359,8 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
     in pieces (the campaign draws each batch's sites while the previous batch runs)."""
     if count < 1:
         raise UserError(f"the number of sites must be at least 1, got {count}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UserError(f"the seed must be an integer in [0, 2**63 - 1], got {seed}")
     low, high = float(value_range[0]), float(value_range[1])
     if not (np.isfinite(low) and np.isfinite(high) and low <= high):
         raise UserError(f"invalid normal value range for {target}: [{low}, {high}]")

@@ -202,7 +202,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"wobble": 1}, "unknown config key 'wobble'"),
     ({"seed": "seven"}, "'seed' must be an integer"),
-    ({"margin": 2}, "'margin' must be within"),
+    ({"margin": 2, "faults": None}, "'margin' must be within"),
+    ({"margin": 0.1}, "'faults' (a fixed budget per target) and 'margin'"),
+    ({"seed": -1}, "'seed' must be within [0, 9223372036854775807], got -1"),
+    ({"value_range": [5, 1]}, "'value_range' must be [low, high], two finite numbers"),
+    ({"value_range": [0, float("nan")]}, "'value_range' must be [low, high]"),
     ({"batch_size": 0}, "'batch_size' must be at least 1, got 0"),
     ({"targets": {"layers": ["conv1"]}}, "targets"),
     ({"model": "missing.h5"}, "model file not found"),
@@ -214,6 +218,91 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys, change, message):
     assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_key_given_twice_is_an_error(tmp_path, capsys):
+    """YAML keeps the last of two equal keys silently; a config must not."""
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + "seed: 6\n")
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "key 'seed' is given twice" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "9223372036854775808", "x"])
+def test_bad_seed_option(tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit for a bad option value
+        main(["campaign", str(_config(tmp_path)), "--out", str(tmp_path / "o"),
+              f"--seed={seed}", "--quiet"])
+    assert exit_.value.code == 2
+    assert "bad seed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_labels_short_or_shaped_wrong_are_errors_before_any_output(tmp_path, capsys):
+    x = np.load(MODELS / "digits_test.npz")["x"][:6]
+    for y, message in ((np.arange(5), "'y' has 5 labels for 6 inputs"),
+                       (np.zeros((6, 2, 2)), "'y' must hold one integer class per sample")):
+        cfg = _config(tmp_path, data=str(_npz(tmp_path, x=x, y=y)))
+        assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "o").exists()
+
+
+def test_one_hot_labels_are_read_as_classes(tmp_path):
+    data = np.load(MODELS / "digits_test.npz")
+    x, y = data["x"][:6], data["y"][:6]
+    cfg = _config(tmp_path, data=str(_npz(tmp_path, x=x, y=np.eye(10)[y])))
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    with sqlite3.connect(tmp_path / "o" / "results.db") as conn:
+        stored = dict(conn.execute("SELECT DISTINCT input_index, label FROM results"))
+    assert stored == {i: int(y[i]) for i in range(6)}
+
+
+def test_data_without_x_or_samples(tmp_path, capsys):
+    y = np.arange(6)
+    cfg = _config(tmp_path, data=str(_npz(tmp_path, y=y)))
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "has no array for model input 0" in capsys.readouterr().err
+    cfg = _config(tmp_path, data=str(_npz(tmp_path, x=np.zeros((0, 8, 8, 1), np.float32))))
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "hold no samples" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_that_fails_before_storing_leaves_nothing(tmp_path, monkeypatch):
+    """A failure after the database was created but before any row was stored removes it (and
+    the folder the run created), so the next run does not ask for --resume."""
+    from classes_tool.campaign import runner
+
+    def broken(*args, **kwargs):
+        raise UserError("broken on purpose")
+
+    monkeypatch.setattr(runner.Campaign, "_run_target", broken)
+    out = tmp_path / "o"
+    with pytest.raises(UserError, match="broken on purpose"):
+        Campaign(_config(tmp_path), out=out, quiet=True).run()
+    assert not out.exists()
+    monkeypatch.undo()
+    Campaign(_config(tmp_path), out=out, quiet=True).run()  # no --resume needed
+    assert len(_rows(out / "results.db")) == 2 * 9 * 6
+
+
+def test_output_folder_that_is_a_file(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["campaign", str(_config(tmp_path)), "--out", str(taken), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("classes-tool: error: cannot use") and len(err.splitlines()) == 1
+    assert taken.read_text() == "a file"
 
 
 def test_invalid_yaml(tmp_path, capsys):
