@@ -109,6 +109,27 @@ def _check_bin(value: Any, where: str) -> None:
                         f"got {value!r}")
 
 
+#: Parameters the pattern generators read as counts, sizes or skips (patterns.py): each must be
+#: a whole number of at least 1. Other keys of the measured data are descriptive and not read.
+COUNT_PARAMETERS = (
+    "max_corrupted_channels", "min_channel_skip", "max_channel_skip", "skip_amount",
+    "unique_channel_indexes", "block_size", "min_value_skip", "max_value_skip",
+    "max_cardinality", "rectangle_height", "rectangle_width", "min_block_skip",
+    "max_block_skip", "min_errors_per_channel", "max_errors_per_channel", "min_span_width",
+    "max_span_width")
+
+
+def _check_parameter(key: str, value: Any, where: str) -> None:
+    """A parameter value (or one RANDOM choice) the generators can use: a percentage bin for a
+    `*_pct` key, a whole number >= 1 for a count. Checked here so that a bad value fails when
+    the model is loaded, not when a rare parameter set happens to be drawn."""
+    if key.endswith("_pct"):
+        _check_bin(value, where)
+    elif key in COUNT_PARAMETERS and not (_is_number(value) and float(value).is_integer()
+                                          and value >= 1):
+        raise UserError(f"{where}: expected a whole number of at least 1, got {value!r}")
+
+
 def validate_error_model(data: Any, source: str = "error model") -> None:
     """Check a CLASSES-format error model; raise UserError naming the first problem."""
     if not isinstance(data, dict):
@@ -136,12 +157,15 @@ def validate_error_model(data: Any, source: str = "error model") -> None:
                     and _is_number(p.get("conditional_frequency"))):
                 raise UserError(f"{where}: parameters[{i}] needs 'keys', 'stats' objects and a "
                                 f"numeric 'conditional_frequency'")
-            for key, value in {**p.get("keys", {}), **p.get("stats", {})}.items():
+            for key, value in {**p.get("stats", {}), **p.get("keys", {})}.items():
+                choices = [value]
                 if isinstance(value, dict):
                     choices = value.get("RANDOM")
                     if set(value) != {"RANDOM"} or not isinstance(choices, list) or not choices:
                         raise UserError(f"{where}: parameters[{i}].{key} must be a value or "
                                         f"{{'RANDOM': [choices]}}")
+                for choice in choices:
+                    _check_parameter(key, choice, f"{where}: parameters[{i}].{key}")
         domains = spec.get("domain_classes")
         if not isinstance(domains, list) or not domains:
             raise UserError(f"{where} needs a non-empty 'domain_classes' list")

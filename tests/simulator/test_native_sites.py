@@ -123,11 +123,20 @@ def test_native_sites_equal_the_python_sites(monkeypatch, python_sites, name):
 
 def test_every_seed_and_offset(monkeypatch, python_sites):
     model = load_error_model("relu")
-    for seed in (*SEEDS, 2**64 + 9, 2**200):
+    for seed in (*SEEDS, sites.MAX_SEED):
         for first in (*FIRSTS, 2**32 - 3, 2**40):
             args = (model, "conv2", (8, 8, 4), (-1.0, 2.0), 12, seed, first)
             assert _same(generate_sites(*args), _python(monkeypatch, *args)), (seed, first)
     assert not python_sites
+
+
+@pytest.mark.parametrize("seed", [-1, sites.MAX_SEED + 1, 2**200])
+def test_seeds_outside_int64_are_refused(seed):
+    """A seed must fit the ErrorSimulator's int64 weight, so every path refuses the same."""
+    from classes_tool.errors import UserError
+
+    with pytest.raises(UserError, match="the seed must be an integer in"):
+        generate_sites(load_error_model("relu"), "conv2", (8, 8, 4), (-1.0, 2.0), 3, seed)
 
 
 def _one_class(name: str, params: dict, domain: dict | None = None) -> ErrorModel:

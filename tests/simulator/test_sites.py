@@ -123,6 +123,28 @@ def test_layer_mapping():
     assert error_model_for_layer("Flatten", {}) is None
 
 
+def _bullet_wake(**stats):
+    return json.dumps({"bullet_wake": {"frequency": 1, "parameters": [
+        {"keys": {}, "stats": stats, "conditional_frequency": 1}],
+        "domain_classes": [{"in_range": [0, 100], "frequency": 1}]}})
+
+
+@pytest.mark.parametrize("content, message", [
+    (_bullet_wake(max_channel_skip="x"), r"max_channel_skip: expected a whole number"),
+    (_bullet_wake(max_corrupted_channels=-3), r"max_corrupted_channels: expected a whole"),
+    (_bullet_wake(min_channel_skip=0), r"min_channel_skip: expected a whole number"),
+    (_bullet_wake(min_channel_skip={"RANDOM": [1, 2.5]}), r"min_channel_skip: expected a"),
+    (_bullet_wake(affected_channels_pct=[50, 10]), r"affected_channels_pct: expected a "
+                                                   r"percentage bin"),
+])
+def test_bad_parameter_values_fail_when_loaded(tmp_path, content, message):
+    """Not only when a rare parameter set happens to be drawn (a campaign hours in)."""
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        load_error_model(path)
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     (json.dumps([1, 2]), "top level"),
