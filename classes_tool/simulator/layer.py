@@ -276,6 +276,9 @@ def simulators(model: keras.Model) -> list[ErrorSimulator]:
 
 def _select(model: keras.Model, names: Iterable[str] | None) -> list[ErrorSimulator]:
     layers = simulators(model)
+    if not layers:  # a call on the original model instead of the patched one does nothing
+        raise ValueError(f"model '{model.name}' has no ErrorSimulator layer: load the patched "
+                         "model (classes-tool patch)")
     if names is None:
         return layers
     wanted = set(names)
@@ -288,6 +291,8 @@ def _select(model: keras.Model, names: Iterable[str] | None) -> list[ErrorSimula
 
 def set_injection(model: keras.Model, enabled: bool, layers: Iterable[str] | None = None) -> None:
     """Turn injection on (a random site per sample) or off (golden) in a patched model."""
+    if not isinstance(enabled, (bool, np.bool_)):  # "no" or 0.5 would read as on
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
     for layer in _select(model, layers):
         layer.mode.assign(MODE_RANDOM if enabled else MODE_OFF)
 
@@ -295,9 +300,17 @@ def set_injection(model: keras.Model, enabled: bool, layers: Iterable[str] | Non
 def set_sites(model: keras.Model, site_ids: Sequence[int], layers: Iterable[str] | None = None
               ) -> None:
     """Make sample b of the next batches get site `site_ids[b]` (-1: no injection for it)."""
-    for layer in _select(model, layers):
+    given = np.asarray(site_ids)
+    if given.ndim != 1 or len(given) == 0 or given.dtype.kind not in "iu":
+        raise ValueError(f"site ids must be a non-empty list of integers, got {site_ids!r}")
+    chosen = _select(model, layers)
+    for layer in chosen:  # an id past the sites would silently mean "no fault"
+        if given.min() < -1 or given.max() >= layer.num_sites:
+            raise ValueError(f"site ids must lie in [-1, {layer.num_sites - 1}] for {layer.name} "
+                             f"({layer.num_sites} sites), got {given.min()}..{given.max()}")
+    for layer in chosen:
         ids = np.full(layer.forced_capacity, -1, dtype=np.int32)
-        given = np.asarray(site_ids, dtype=np.int32)
+        given = given.astype(np.int32)
         if len(given) > layer.forced_capacity:
             raise ValueError(f"{len(given)} site ids exceed forced_capacity "
                              f"{layer.forced_capacity} of {layer.name}")

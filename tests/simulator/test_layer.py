@@ -34,6 +34,28 @@ def test_forced_sites_write_exact_positions_per_sample():
     assert y[0, 0] == 100.0 and y[0, 5] == 200.0 and np.isnan(y[1, 31]) and y[2, 7] == -5.0
 
 
+@pytest.mark.parametrize("ids, message", [
+    ([3, 0], r"must lie in \[-1, 2\]"), ([-2], r"must lie in \[-1, 2\]"),
+    ([0.5, 1], "list of integers"), ([], "non-empty"),
+])
+def test_set_sites_refuses_ids_it_would_silently_ignore(ids, message):
+    model = _model()
+    set_sites(model, [1])
+    with pytest.raises(ValueError, match=message):
+        set_sites(model, ids)
+    assert simulators(model)[0].forced_sites.numpy()[0] == 1  # left as it was
+
+
+def test_switches_on_a_model_without_simulators_or_with_a_non_bool():
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="has no ErrorSimulator layer"):
+        set_sites(plain, [0])
+    with pytest.raises(ValueError, match="has no ErrorSimulator layer"):
+        set_injection(plain, True)
+    with pytest.raises(TypeError, match="True or False"):
+        set_injection(_model(), "no")
+
+
 def test_off_is_bit_identical_and_random_mode_varies_per_sample():
     model, x = _model(), _x(64)
     set_injection(model, False)
