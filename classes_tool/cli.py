@@ -88,6 +88,7 @@ def cmd_sites(args: argparse.Namespace) -> None:
     from classes_tool import patcher
     from classes_tool.simulator.sites import save_sites
 
+    _site_defaults(args)
     loaded = patcher.load(args.model, args.input_shape)
     targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
     site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
@@ -99,9 +100,28 @@ def cmd_sites(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+#: Defaults of the site options, filled in after parsing so that `patch --sites-file` can tell
+#: an option the user gave (and that the file's sites would silently override) from a default.
+SITE_DEFAULTS = {"sites": 1000, "seed": 0, "error_model": "auto"}
+
+
+def _site_defaults(args: argparse.Namespace) -> None:
+    for key, value in SITE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def cmd_patch(args: argparse.Namespace) -> None:
     from classes_tool import patcher
 
+    if args.sites_file:
+        given = [f"--{key.replace('_', '-')}" for key in
+                 ("sites", "seed", "error_model", "range", "calibration")
+                 if getattr(args, key) is not None]
+        if given:
+            raise UserError(f"--sites-file brings its own sites; {', '.join(given)} would be "
+                            "ignored: leave it out, or draw new sites without --sites-file")
+    _site_defaults(args)
     result = patcher.patch(args.model, args.output, args.after, args.after_type,
                            args.error_model, args.sites, args.seed, args.sites_file,
                            args.calibration, args.range, active=not args.inactive,
@@ -132,11 +152,11 @@ def _add_input_shape(p: argparse.ArgumentParser) -> None:
 
 
 def _add_site_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--error-model", default="auto",
+    p.add_argument("--error-model",
                    help="error model name or CLASSES JSON path (default: by layer type)")
-    p.add_argument("--sites", type=_sites, default=1000,
+    p.add_argument("--sites", type=_sites,
                    help=f"sites per target (default 1000, at most {MAX_SITES:,})")
-    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_argument, help="random seed (default 0)")
     p.add_argument("--calibration", metavar="DATA.npz",
                    help="inputs whose golden activations give each target's normal range")
     p.add_argument("--range", type=_range, metavar="LOW,HIGH",

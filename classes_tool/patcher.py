@@ -45,7 +45,11 @@ class LoadedModel:
 def load(path: str | Path, input_shapes: Sequence[tuple[int, ...]] | None = None) -> LoadedModel:
     """Read any supported model file (.h5, .keras, .onnx) and rebuild it."""
     path = Path(path)
-    if file_kind(path) == "onnx":
+    kind = file_kind(path)
+    if input_shapes and kind != "onnx":  # a Keras file fixes its own shapes
+        raise UserError(f"input shapes (--input-shape, or input_shape in a config) apply to "
+                        f"ONNX models only; {path.name} is a {kind} file")
+    if kind == "onnx":
         from classes_tool.convert import load_onnx_as_keras  # optional heavy import
 
         graph = graph_from_model(load_onnx_as_keras(path, input_shapes=input_shapes))
@@ -153,7 +157,8 @@ def error_model_name(node: Node, requested: str) -> str:
     name = error_model_for_layer(node.class_name, node.config)
     if name is None:
         raise UserError(f"layer '{node.name}' ({node.class_name}) has no error model of its own; "
-                        f"pass --error-model NAME ({', '.join(available_error_models())})")
+                        f"pass --error-model NAME (error_model: NAME in a campaign config; "
+                        f"{', '.join(available_error_models())})")
     return name
 
 

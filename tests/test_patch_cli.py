@@ -99,6 +99,11 @@ def test_patched_file_loads_in_a_fresh_process(tmp_path):
     (["patch", MODEL, "--after", "flatten"], "has no error model"),
     (["patch", MODEL, "--after", "conv1", "--error-model", "bad.json"], "not found"),
     (["patch", MODEL], "choose where to inject"),
+    (["patch", MODEL, "--after", "conv1", "--sites-file", "s.npz", "--sites", "3"],
+     "--sites-file brings its own sites; --sites would be ignored"),
+    (["patch", MODEL, "--after", "conv1", "--sites-file", "s.npz", "--seed", "5",
+      "--range=0,1"], "--seed, --range would be ignored"),
+    (["describe", MODEL, "--input-shape", "3,8,8"], "apply to ONNX models only"),
 ])
 def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args, message):
     out = tmp_path / "out.h5"
@@ -106,6 +111,27 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["describe", "patch", "sites"])
+def test_output_path_that_is_a_folder(tmp_path, capsys, command):
+    """The system's refusal (a folder, no permission) is one line, not a traceback."""
+    taken = tmp_path / "taken.h5"
+    taken.mkdir()
+    extra = [] if command == "describe" else ["--after", "conv1", "--sites", "2"]
+    assert main([command, MODEL, *extra, "-o", str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("classes-tool: error: cannot use") and len(err.splitlines()) == 1
+    assert list(taken.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--seed=-1", "--seed=9223372036854775808", "--sites=0",
+                                    "--sites=10000001"])
+def test_seed_and_sites_bounds(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["patch", MODEL, "--after", "conv1", option, "-o", str(tmp_path / "o.h5")])
+    assert exit_.value.code == 2 and "bad " in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_malformed_error_model_file(tmp_path, capsys):

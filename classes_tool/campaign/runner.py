@@ -168,6 +168,14 @@ class Campaign:
             self.output = matches[0]
         else:
             self.output = outputs[0]
+        for t in self.targets:
+            if t != self.output.layer and self.output.layer not in descendants(
+                    self.loaded.graph, t):
+                import sys
+
+                print(f"classes-tool: warning: '{t}' does not reach the scored output "
+                      f"'{self.output.layer}', so its faults are all masked (output_name in the "
+                      "config chooses the output)", file=sys.stderr)
         self.plans: list[TargetPlan] = []
         offset = 0
         for t in self.targets:

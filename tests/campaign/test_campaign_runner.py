@@ -492,3 +492,21 @@ def test_side_work_runs_at_a_lower_priority_than_the_caller():
 
     with background_thread() as pool:
         assert pool.submit(niceness).result() > niceness() or niceness() == 19
+
+
+def test_a_target_that_cannot_reach_the_scored_output_is_named(tmp_path, capsys):
+    """Its faults are all masked by construction; the user is told why, and how to choose."""
+    inp = keras.Input((8, 8, 1), name="image")
+    trunk = keras.layers.Flatten(name="flat")(inp)
+    head_a = keras.layers.Dense(10, name="head_a")(trunk)
+    branch = keras.layers.Dense(6, activation="relu", name="branch_b")(trunk)
+    head_b = keras.layers.Dense(3, name="head_b")(branch)
+    path = tmp_path / "two_heads.h5"
+    keras.Model(inp, [head_a, head_b]).save(path)
+    cfg = _config(tmp_path, model=str(path), targets={"nodes": ["branch_b"]}, faults=2,
+                  error_model="relu")
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 'branch_b' does not reach the scored output 'head_a'" in err
+    with sqlite3.connect(tmp_path / "o" / "results.db") as conn:
+        assert conn.execute("SELECT DISTINCT outcome FROM results").fetchall() == [("masked",)]
