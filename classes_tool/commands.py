@@ -28,7 +28,7 @@ def cmd_campaign(args: argparse.Namespace) -> None:
         raw = _rebase(raw, Path(args.config).resolve().parent, ("model", "data", "output"))
         out = args.out or raw.get("output") or Path("runs") / Path(args.config).stem
         seed = args.seed if args.seed is not None else raw.get("seed", 0)
-        written = run_snn_campaign_from_config(raw, out, seed, args.quiet)
+        written = run_snn_campaign_from_config(raw, out, seed, args.quiet, source=args.config)
         for path in written.values():
             print(f"wrote {path}")
         return

@@ -166,17 +166,29 @@ def _path(section: str, v: object, base: Path | None) -> Path:
     return p
 
 
-def parse_train_run(config: dict, base_dir: str | Path | None = None) -> TrainRun:
+#: The top-level keys of a `train`/`sweep` config; any other key is a typo (e.g. `modle:`) that
+#: would otherwise be ignored while the run silently uses a default.
+TRAIN_RUN_KEYS = ("model", "data", "training", "fault_injection")
+
+
+def parse_train_run(config: dict, base_dir: str | Path | None = None,
+                    source: str | Path | None = None) -> TrainRun:
     """Validate the sections `train`/`sweep` use: `model`, `data`, `training`, `fault_injection`.
 
-    Other top-level sections (e.g. a campaign's) are left to their own readers. Relative paths are
-    taken from the working directory, else from `base_dir` (the config file's folder).
+    Any other top-level key is an error. Relative paths are taken from the working directory,
+    else from `base_dir` (the config file's folder). `source` (the config file) is named in the
+    messages about top-level keys.
     """
+    where = f" of {source}" if source is not None else ""
     if not isinstance(config, dict):
-        raise UserError("the config must be a YAML mapping")
+        raise UserError(f"the config{where} must be a YAML mapping")
+    unknown = sorted(map(str, set(config) - set(TRAIN_RUN_KEYS)))
+    if unknown:
+        raise UserError(f"unknown top-level key(s) {', '.join(unknown)} in the config{where}; "
+                        f"valid: {', '.join(TRAIN_RUN_KEYS)}")
     base = Path(base_dir) if base_dir is not None else None
     if "model" not in config:
-        raise UserError("config needs `model:` (path of the .h5/.keras model to train)")
+        raise UserError(f"the config{where} needs `model:` (path of the .h5/.keras model)")
     model = _path("model", config["model"], base)
     data = config.get("data") or {}
     if not isinstance(data, dict):

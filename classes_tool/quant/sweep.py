@@ -170,6 +170,43 @@ def load_model(path: str | Path) -> keras.Model:
         raise UserError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
 
 
+def _shape_text(shape: tuple) -> str:
+    text = ", ".join("any" if d is None else str(d) for d in shape)
+    return f"({text},)" if len(shape) == 1 else f"({text})"
+
+
+def fit_data_to_model(model: keras.Model, x: np.ndarray, y: np.ndarray | None,
+                      data_path: str | Path, model_path: str | Path) -> np.ndarray:
+    """Check one data file against the model's input before any work; return `x` to use.
+
+    A mismatch would otherwise surface as a Keras traceback in the middle of a run. As Keras
+    itself does, a missing or extra trailing axis of size 1 is accepted (and `x` reshaped).
+    """
+    if len(model.inputs) != 1:
+        raise UserError(f"model {model_path} has {len(model.inputs)} inputs; train and sweep "
+                        "need a model with one input")
+    want = tuple(model.inputs[0].shape[1:])
+    got = tuple(x.shape[1:])
+
+    def fits(shape: tuple) -> bool:
+        return len(shape) == len(want) and all(w is None or w == g
+                                               for w, g in zip(want, shape, strict=True))
+
+    if not fits(got):
+        if want and want[-1] == 1 and fits(got + (1,)):
+            x = x[..., None]
+        elif got and got[-1] == 1 and fits(got[:-1]):
+            x = x[..., 0]
+        else:
+            raise UserError(f"{data_path}: samples are shaped {_shape_text(got)} but model "
+                            f"{model_path} expects inputs shaped {_shape_text(want)}")
+    if y is not None and len(y) != len(x):
+        raise UserError(f"{data_path}: {len(x)} samples in x but {len(y)} labels in y")
+    if len(x) == 0:
+        raise UserError(f"{data_path}: the data holds no samples")
+    return x
+
+
 def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilities: list[float],
                       seeds: int = 3, quiet: bool = False, model_path: str | Path | None = None,
                       base_dir: str | Path | None = None) -> dict[str, Path]:
@@ -179,29 +216,37 @@ def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilit
     its `data.train` (else the test data) for calibration, and its `fault_injection` block. Seeds are
     ``fault_injection.seed + 0 .. seeds - 1``.
     """
+    source = None
     if isinstance(config, str | Path):
         base_dir = base_dir or Path(config).parent
+        source = config
         config = load_yaml(config)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"--seeds must be a positive integer, got {seeds!r}")
     if not probabilities:
         raise UserError("--sweep-prob needs at least one probability")
-    run = parse_train_run(config, base_dir)
-    model = load_model(model_path or run.model)
+    run = parse_train_run(config, base_dir, source)
     data_path = run.test_data or run.train_data
     if data_path is None:
         raise UserError("sweep needs data: set data.test (or data.train) in the config")
+    if model_path is not None and not Path(model_path).is_file():
+        raise UserError(f"model file not found: {model_path}")
+    model_path = model_path or run.model
+    model = load_model(model_path)
     x, y = load_npz(data_path)
-    calib = load_npz(run.train_data)[0] if run.train_data else x
+    x = fit_data_to_model(model, x, y, data_path, model_path)
+    calib = x
+    if run.train_data and run.train_data != data_path:
+        calib = fit_data_to_model(model, load_npz(run.train_data)[0], None, run.train_data,
+                                  model_path)
     seed_list = [run.fault_injection.seed + i for i in range(seeds)]
     rows, stats = sweep_probability(model, x, y, run.fault_injection, probabilities, seed_list,
                                     calib)
-    title = f"{Path(model_path or run.model).name}: {run.fault_injection.injection_type}"
+    title = f"{Path(model_path).name}: {run.fault_injection.injection_type}"
     paths = write_sweep(rows, stats, out_dir, title)
-    if not quiet:
+    if not quiet:  # the written files are the caller's to list (the CLI prints each once)
         for s in summarize(rows):
             print(f"p={s['probability']:g}%  accuracy {s['mean_accuracy']:.4f} "
                   f"± {s['std_accuracy']:.4f}  (min {s['min_accuracy']:.4f}, "
                   f"max {s['max_accuracy']:.4f}, {s['seeds']} seeds)")
-        print(f"wrote {paths['csv']} and {paths['png']}")
     return paths

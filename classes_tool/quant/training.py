@@ -9,14 +9,18 @@ gradient passes straight through the injection, and the fault mask changes every
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from classes_tool.errors import UserError
-from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.quant.config import (
     FaultInjectionConfig,
     load_yaml,
@@ -30,7 +34,12 @@ from classes_tool.quant.layers import (
     set_injection,
 )
 from classes_tool.quant.statistics import collect_statistics, format_table, write_statistics
-from classes_tool.quant.sweep import accuracy_under_faults, load_model, load_npz
+from classes_tool.quant.sweep import (
+    accuracy_under_faults,
+    fit_data_to_model,
+    load_model,
+    load_npz,
+)
 
 
 class FaultAwareTrainingCallback(keras.callbacks.Callback):
@@ -139,14 +148,24 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
     when `data.test` is given, ``evaluation.json`` (accuracy without and with faults at the
     configured probability, before and after tuning, over 5 seeds). Returns the paths by role.
     """
+    source = None
     if isinstance(config, str | Path):
         base_dir = base_dir or Path(config).parent
+        source = config
         config = load_yaml(config)
-    run = parse_train_run(config, base_dir)
+    run = parse_train_run(config, base_dir, source)
     if run.train_data is None:
         raise UserError("train needs data.train (an .npz file with arrays x and y)")
+    if run.fault_injection.apply_during == "eval":
+        raise UserError("fault-aware training needs fault_injection.apply_during: train or both")
+    # Everything the run reads is loaded and checked before the (long) training, and the files
+    # reach `out_dir` only once all of them are written: a failure leaves no half-filled folder.
     model = load_model(run.model)
     x, y = load_npz(run.train_data)
+    x = fit_data_to_model(model, x, y, run.train_data, run.model)
+    if run.test_data is not None:
+        xt, yt = load_npz(run.test_data)
+        xt = fit_data_to_model(model, xt, yt, run.test_data, run.model)
     tc, fi = run.training, run.fault_injection
     patched, plain, history = fault_aware_fit(
         model, x, y, fi, calibration_data=x, epochs=tc.epochs, batch_size=tc.batch_size,
@@ -154,29 +173,49 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
         shuffle_seed=tc.shuffle_seed, verbose=0 if quiet else 2)
     out = Path(out_dir)
     stem = Path(tc.output)
-    paths = {"model": out / tc.output,
-             "injected_model": out / f"{stem.stem}_injected{stem.suffix}",
-             "history": out / "history.json", "statistics": out / "fault_statistics.json"}
-    with atomic_path(paths["model"]) as tmp:
-        plain.save(tmp)
-    with atomic_path(paths["injected_model"]) as tmp:
-        patched.save(tmp)
-    write_text_atomic(paths["history"], json.dumps(history, indent=2) + "\n")
-    stats = collect_statistics(patched)
-    write_statistics(stats, paths["statistics"])
-    if not quiet:
-        print(format_table(stats))
-    if run.test_data is not None:
-        xt, yt = load_npz(run.test_data)
-        evaluation = evaluate_fault_aware(model, patched, x, xt, yt, fi)
-        paths["evaluation"] = out / "evaluation.json"
-        write_text_atomic(paths["evaluation"], json.dumps(evaluation, indent=2) + "\n")
+    names = {"model": tc.output, "injected_model": f"{stem.stem}_injected{stem.suffix}",
+             "history": "history.json", "statistics": "fault_statistics.json"}
+    with _staging(out) as stage:
+        staged = {role: stage / name for role, name in names.items()}
+        plain.save(staged["model"])
+        patched.save(staged["injected_model"])  # before the evaluation runs it further
+        staged["history"].write_text(json.dumps(history, indent=2) + "\n")
+        stats = collect_statistics(patched)
+        write_statistics(stats, staged["statistics"])
         if not quiet:
-            for role in ("original", "fault_aware"):
-                e = evaluation[role]
-                print(f"{role}: accuracy without faults {e['clean_accuracy']:.4f}, under "
-                      f"{fi.probability:g}% {fi.injection_type} faults "
-                      f"{e['faulty_accuracy_mean']:.4f} ± {e['faulty_accuracy_std']:.4f}")
-    if not quiet:
-        print(f"wrote {paths['model']}")
+            print(format_table(stats))
+        if run.test_data is not None:
+            evaluation = evaluate_fault_aware(model, patched, x, xt, yt, fi)
+            staged["evaluation"] = stage / "evaluation.json"
+            staged["evaluation"].write_text(json.dumps(evaluation, indent=2) + "\n")
+        paths = _publish(staged, out)
+    if not quiet and run.test_data is not None:
+        for role in ("original", "fault_aware"):
+            e = evaluation[role]
+            print(f"{role}: accuracy without faults {e['clean_accuracy']:.4f}, under "
+                  f"{fi.probability:g}% {fi.injection_type} faults "
+                  f"{e['faulty_accuracy_mean']:.4f} ± {e['faulty_accuracy_std']:.4f}")
+    # the written files are the caller's to list: the CLI prints each one once
+    return paths
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out`, removed afterwards: a run that fails half-way leaves
+    `out` as it was, so the next run does not find a mix of old and new files."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(staged: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Move the finished files into `out` (each by an atomic rename); return their new paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for role, path in staged.items():
+        paths[role] = out / path.name
+        os.replace(path, paths[role])
     return paths

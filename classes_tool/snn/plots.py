@@ -61,6 +61,18 @@ def plot_accuracy_bins(results: Results, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _mean_of_sampled(grid: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the sites that were faulted, NaN where none was.
+
+    With `sampling_k` most (row, column) cells have no faulted channel; `np.nanmean` would warn
+    "Mean of empty slice" for each of them, so the mean is taken from sums and counts instead.
+    """
+    sampled = ~np.isnan(grid)
+    count = sampled.sum(axis=-1)
+    total = np.where(sampled, grid, 0.0).sum(axis=-1)
+    return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+
+
 def plot_neuron_heatmap(results: Results, layer: str, pattern: str, site_shape: tuple,
                         path: str | Path) -> Path:
     """Accuracy under a single fault at each site of `layer` (mean over channels for 3-D
@@ -75,7 +87,7 @@ def plot_neuron_heatmap(results: Results, layer: str, pattern: str, site_shape: 
         side = int(np.ceil(np.sqrt(grid.size)))
         grid = np.concatenate([grid, np.full(side * side - grid.size, np.nan)]).reshape(side, side)
     elif grid.ndim == 3:
-        grid = np.nanmean(grid, axis=2) if not np.all(np.isnan(grid)) else grid[..., 0]
+        grid = _mean_of_sampled(grid)
     elif grid.ndim == 4:
         grid = grid.reshape(-1, grid.shape[-1])
     fig, ax = plt.subplots(figsize=(5.0, 4.0))

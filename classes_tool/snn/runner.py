@@ -10,6 +10,10 @@ Config keys (see configs/snn_demo.yaml):
     - complete: {fault: <model>, layers: [...], sampling_k: k, window: [t0, t1]}
     - inject: [{model: <model>, layer: name, sites: [[...]], count: n, window: [t0, t1]}, ...]
   where <model> is a fault model name or {name: ..., <param>: value}.
+  seed, output: read by the CLI (seed of the fault draws; output folder)
+
+Every key is checked by `validate_config` before anything is loaded or written: an unknown key
+or a bad count is a one-line `UserError`, never a traceback or a silently different campaign.
 """
 
 from __future__ import annotations
@@ -28,6 +32,129 @@ from classes_tool.snn.faults import Fault, FaultModel
 from classes_tool.snn.metrics import CLASSES, Results, softmax
 
 ENCODERS = ("rate", "repeat", "latency")
+#: Top-level keys of an SNN campaign config (`seed` and `output` are read by the CLI).
+KEYS = ("target", "name", "model", "data", "encode", "samples", "batch_size", "max_rows",
+        "early_stop", "rounds", "seed", "output")
+ENCODE_KEYS = ("kind", "time_steps", "seed")
+COMPLETE_KEYS = ("fault", "layers", "sampling_k", "window")
+INJECT_KEYS = ("model", "layer", "sites", "count", "window")
+SEED_LIMIT = 2**63
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _positive_int(where: str, value: Any) -> int:
+    """Counts (samples, batch sizes, k): `int('lots')` or slicing with -5 must not happen."""
+    if not _is_int(value) or value < 1:
+        raise UserError(f"{where} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _seed(where: str, value: Any) -> int:
+    """Seeds feed NumPy generators, which take non-negative integers only."""
+    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise UserError(f"{where} must be a non-negative integer below 2**63, got {value!r}")
+    return int(value)
+
+
+def _known(where: str, block: Any, keys: tuple[str, ...]) -> dict:
+    if not isinstance(block, dict):
+        raise UserError(f"{where} must be a mapping with keys {', '.join(keys)}, got {block!r}")
+    unknown = sorted(map(str, set(block) - set(keys)))
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {where}; valid: {', '.join(keys)}")
+    return block
+
+
+def _window(where: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, list | tuple) or len(value) != 2
+                              or not all(map(_is_int, value))):
+        raise UserError(f"{where}.window must be [start, stop] (two integers), got {value!r}")
+
+
+def validate_config(config: Any, source: str | Path | None = None) -> dict:
+    """Check the keys and values of an SNN campaign config (no file is read); return it.
+
+    `source` (the config file) is named in the messages.
+    """
+    name = "the SNN config" + (f" {source}" if source is not None else "")
+    if not isinstance(config, dict):
+        raise UserError(f"{name} must be a mapping, got {type(config).__name__}")
+    unknown = sorted(map(str, set(config) - set(KEYS)))
+    if unknown:
+        raise UserError(f"unknown top-level key(s) {', '.join(unknown)} in {name}; "
+                        f"valid: {', '.join(KEYS)}")
+    if config.get("target", "snn") != "snn":
+        raise UserError(f"not an SNN config (target {config.get('target')!r})")
+    for key in ("model", "data"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise UserError(f"{name} needs '{key}' (a file path), got {config.get(key)!r}")
+    for key in ("name", "output"):
+        if key in config and not isinstance(config[key], str):
+            raise UserError(f"'{key}' in {name} must be a string, got {config[key]!r}")
+    for key in ("samples", "batch_size", "max_rows"):
+        if config.get(key) is not None:
+            _positive_int(f"'{key}' in {name}", config[key])
+    if "seed" in config:
+        _seed(f"'seed' in {name}", config["seed"])
+    if not isinstance(config.get("early_stop", True), bool):
+        raise UserError(f"'early_stop' in {name} must be true or false, "
+                        f"got {config['early_stop']!r}")
+    if config.get("encode") is not None:
+        enc = _known(f"'encode' in {name}", config["encode"], ENCODE_KEYS)
+        if enc.get("kind", "rate") not in ENCODERS:
+            raise UserError(f"encode.kind must be one of {', '.join(ENCODERS)}, "
+                            f"got {enc['kind']!r}")
+        if "time_steps" in enc:
+            _positive_int("encode.time_steps", enc["time_steps"])
+        if "seed" in enc:
+            _seed("encode.seed", enc["seed"])
+    rounds = config.get("rounds")
+    if not isinstance(rounds, list) or not rounds:
+        raise UserError(f"{name} needs a non-empty 'rounds' list")
+    for i, entry in enumerate(rounds):
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise UserError(f"rounds[{i}] must be {{complete: ...}} or {{inject: [...]}}, "
+                            f"got {entry!r}")
+        (kind, body), = entry.items()
+        where = f"rounds[{i}].{kind}"
+        if kind == "complete":
+            _known(where, body, COMPLETE_KEYS)
+            if body.get("fault") is None:
+                raise UserError(f"{where} needs 'fault' (a fault model)")
+            layers = body.get("layers")
+            if isinstance(layers, str):
+                layers = [layers]
+            if not isinstance(layers, list) or not layers or \
+                    not all(isinstance(x, str) for x in layers):
+                raise UserError(f"{where}.layers must be a non-empty list of layer names, "
+                                f"got {body.get('layers')!r}")
+            if body.get("sampling_k") is not None:
+                _positive_int(f"{where}.sampling_k", body["sampling_k"])
+            _window(where, body.get("window"))
+        elif kind == "inject":
+            if not isinstance(body, list) or not body:
+                raise UserError(f"{where} must be a non-empty list of faults, got {body!r}")
+            for j, fault in enumerate(body):
+                at = f"{where}[{j}]"
+                _known(at, fault, INJECT_KEYS)
+                for key in ("model", "layer"):
+                    if fault.get(key) is None:
+                        raise UserError(f"{at} needs '{key}'")
+                if "count" in fault:
+                    _positive_int(f"{at}.count", fault["count"])
+                sites = fault.get("sites")
+                if sites is not None and (not isinstance(sites, list) or not sites or not all(
+                        isinstance(st, list | tuple) and st and all(map(_is_int, st))
+                        for st in sites)):
+                    raise UserError(f"{at}.sites must be a non-empty list of index lists, "
+                                    f"got {sites!r}")
+                _window(at, fault.get("window"))
+        else:
+            raise UserError(f"unknown round kind {kind!r} in rounds[{i}] (use complete or inject)")
+    return config
 
 
 def _model_from(spec: Any) -> FaultModel:
@@ -53,59 +180,76 @@ def _load_data(config: dict, base: Path, time_steps: int):
     if enc:
         from classes_tool.snn import layers
         kind = enc.get("kind", "rate")
-        if kind not in ENCODERS:
-            raise UserError(f"encode.kind must be one of {ENCODERS}, got {kind!r}")
-        steps = int(enc.get("time_steps", time_steps))
+        steps = enc.get("time_steps", time_steps)
         if kind == "rate":
-            x = layers.rate_encode(x, steps, int(enc.get("seed", 0)))
+            x = layers.rate_encode(x, steps, enc.get("seed", 0))
         elif kind == "repeat":
             x = layers.repeat_encode(x, steps)
         else:
             x = layers.latency_encode(x, steps)
-    n = config.get("samples")
+    n = config.get("samples")  # a positive integer (validate_config)
     if n is not None:
-        x, y = x[:int(n)], (None if y is None else y[:int(n)])
-    return x, y
+        x, y = x[:n], (None if y is None else y[:n])
+    if y is not None and len(y) != len(x):
+        raise UserError(f"data {p}: {len(x)} inputs in x but {len(y)} labels in y")
+    return x, y, p
 
 
-def build_campaign(config: dict, seed: int, base: Path):
-    """The Campaign described by `config`, with its rounds injected, and its data."""
+def _shape_text(shape: tuple) -> str:
+    text = ", ".join("any" if d is None else str(d) for d in shape)
+    return f"({text},)" if len(shape) == 1 else f"({text})"
+
+
+def build_campaign(config: dict, seed: int, base: Path, source: str | Path | None = None):
+    """The Campaign described by `config`, with its rounds injected, and its data.
+
+    The config is validated first, and the data's sample shape is checked against the model's
+    input (naming both), so nothing fails later in the middle of a run.
+    """
     import keras
 
     import classes_tool.snn  # noqa: F401  (registers the layers)
     from classes_tool.snn.campaign import Campaign
 
-    model_path = config.get("model")
-    if not model_path:
-        raise UserError("SNN config needs 'model'")
+    validate_config(config, source)
+    seed = _seed("seed", seed)
+    model_path = config["model"]
     mp = Path(model_path) if Path(model_path).is_absolute() else base / model_path
-    if not mp.exists():
+    if not mp.is_file():
         raise UserError(f"model not found: {mp}")
-    model = keras.models.load_model(mp, compile=False)
-    time_steps = int(model.inputs[0].shape[1])
-    x, y = _load_data(config, base, time_steps)
-    camp = Campaign(model, x.shape[1:], name=str(config.get("name", "snn-campaign")), seed=seed,
+    try:
+        model = keras.models.load_model(mp, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot load model {mp}: {str(exc).splitlines()[0]}") from None
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) < 2:
+        raise UserError(f"model {mp}: SNN campaigns need one input shaped (batch, time, ...)")
+    want = tuple(model.inputs[0].shape[1:])
+    time_steps = want[0] if want[0] is not None else 1
+    x, y, data_path = _load_data(config, base, time_steps)
+    got = tuple(x.shape[1:])
+    if len(got) != len(want) or any(w is not None and w != g
+                                     for w, g in zip(want, got, strict=True)):
+        raise UserError(f"data {data_path}: samples are shaped {_shape_text(got)} (after "
+                        f"encode/samples) but model {mp} expects {_shape_text(want)}")
+    if len(x) == 0:
+        raise UserError(f"data {data_path} holds no samples")
+    camp = Campaign(model, got, name=config.get("name", "snn-campaign"), seed=seed,
                     model_path=str(mp))
-    rounds = config.get("rounds")
-    if not rounds:
-        raise UserError("SNN config needs a non-empty 'rounds' list")
-    for entry in rounds:
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise UserError(f"each round entry is {{complete: ...}} or {{inject: [...]}}: {entry}")
+    for entry in config["rounds"]:
         (kind, body), = entry.items()
         if kind == "complete":
             window = body.get("window")
-            camp.inject_complete(_model_from(body.get("fault")), list(body.get("layers", [])),
+            layers = body["layers"]
+            camp.inject_complete(_model_from(body["fault"]),
+                                 [layers] if isinstance(layers, str) else list(layers),
                                  body.get("sampling_k"), None if window is None else tuple(window))
-        elif kind == "inject":
+        else:
             faults = []
             for f in body:
                 f = dict(f)
                 f["model"] = _model_from(f.get("model")).to_dict()
                 faults.append(Fault.from_dict(f))
             camp.then_inject(faults)
-        else:
-            raise UserError(f"unknown round kind {kind!r} (use complete or inject)")
     return camp, x, y
 
 
@@ -150,25 +294,29 @@ def write_store(results: Results, db_path: Path, meta: dict) -> Path:
 
 
 def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 0,
-                                 quiet: bool = False) -> dict[str, Path]:
+                                 quiet: bool = False, source: str | Path | None = None
+                                 ) -> dict[str, Path]:
     """Run the SNN campaign of `config`; write campaign JSON/NPZ, the SQLite store and its
     report, SNN tables and plots into `out_dir`. Relative paths in the config are taken from
-    the current folder. Returns {name: path}."""
-    if config.get("target", "snn") != "snn":
-        raise UserError(f"not an SNN config (target {config.get('target')!r})")
+    the current folder; `source` (the config file) is named in error messages. Returns
+    {name: path}.
+
+    `out_dir` is created only after the config, model and data were checked and the campaign
+    ran, so a mistake in any of them leaves no output behind.
+    """
+    camp, x, y = build_campaign(config, seed, Path.cwd(), source)
+    res = camp.run((x, y), progress="silent" if quiet else "pbar",
+                   batch_size=config.get("batch_size", 128),
+                   max_rows=config.get("max_rows", 4096),
+                   early_stop=config.get("early_stop", True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    camp, x, y = build_campaign(config, int(seed), Path.cwd())
-    res = camp.run((x, y), progress="silent" if quiet else "pbar",
-                   batch_size=int(config.get("batch_size", 128)),
-                   max_rows=int(config.get("max_rows", 4096)),
-                   early_stop=bool(config.get("early_stop", True)))
     files: dict[str, Path] = {"campaign": camp.save(out / "campaign.json")}
     files["campaign_npz"] = out / "campaign.npz"
     db = out / "results.sqlite"
     if db.exists():
         db.unlink()
-    meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": int(seed),
+    meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": camp.seed,
             "samples": int(len(x)), "rounds": len(camp.rounds), "duration_s": camp.duration}
     files["store"] = write_store(res, db, meta)
     from classes_tool.campaign.report import write_report

@@ -110,28 +110,55 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
                                                                for b in bits):
             raise UserError("'bits' must be a list of non-negative integers")
         cfg["bits"] = sorted(set(bits))
-    for key, default, kind in (("margin", 0.05, float), ("confidence", 0.99, float),
-                               ("p", 0.5, float), ("seed", 0, int), ("batch_size", 512, int),
-                               ("calibration_inputs", 256, int)):
-        value = raw.get(key, default)
-        try:
-            cfg[key] = kind(value)
-        except (TypeError, ValueError):
-            raise UserError(f"'{key}' must be a number, got {value!r}") from None
+    for key, default in (("margin", 0.05), ("confidence", 0.99), ("p", 0.5)):
+        cfg[key] = _number(f"'{key}'", raw.get(key, default))
     if not 0 < cfg["margin"] < 1 or not 0 < cfg["confidence"] < 1 or not 0 < cfg["p"] < 1:
         raise UserError("'margin', 'confidence' and 'p' must lie strictly between 0 and 1")
-    if cfg["batch_size"] < 1 or cfg["calibration_inputs"] < 1:
-        raise UserError("'batch_size' and 'calibration_inputs' must be positive")
+    cfg["seed"] = check_seed("'seed'", raw.get("seed", 0))
+    for key, default in (("batch_size", 512), ("calibration_inputs", 256)):
+        cfg[key] = _positive_int(f"'{key}'", raw.get(key, default))
     for key in ("inputs", "faults"):
         if raw.get(key) is not None:
-            if not isinstance(raw[key], int) or raw[key] < 1:
-                raise UserError(f"'{key}' must be a positive integer, got {raw[key]!r}")
-            cfg[key] = raw[key]
+            cfg[key] = _positive_int(f"'{key}'", raw[key])
     tol = raw.get("tolerance") or {}
     if not isinstance(tol, dict) or set(tol) - {"atol", "rtol"}:
         raise UserError("'tolerance' must be a mapping with atol and/or rtol")
-    cfg["tolerance"] = {"atol": float(tol.get("atol", 1e-6)), "rtol": float(tol.get("rtol", 1e-5))}
+    cfg["tolerance"] = {k: _number(f"tolerance.{k}", tol.get(k, d))
+                        for k, d in (("atol", 1e-6), ("rtol", 1e-5))}
+    if cfg["tolerance"]["atol"] < 0 or cfg["tolerance"]["rtol"] < 0:
+        raise UserError(f"'tolerance' values must not be negative, got {tol!r}")
     return cfg
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _number(what: str, value: Any) -> float:
+    """A float; strings such as '1e-6' count (YAML reads that spelling as a string)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise UserError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _positive_int(what: str, value: Any) -> int:
+    """Counts: `2.5` or `-3` must not be truncated or sliced into something else."""
+    if not _is_int(value) or value < 1:
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_seed(what: str, value: Any) -> int:
+    """Seeds feed NumPy generators, which take non-negative integers only (below 2**63 here)."""
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise UserError(f"{what} must be a non-negative integer below 2**63, got {value!r}")
+    return int(value)
 
 
 def shared_target_name(layers: list[str]) -> str:
@@ -186,10 +213,38 @@ def _load_npz(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{what} file not found: {p}")
-    with np.load(p) as data:
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {what} file {p}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UserError(f"{what} file {p} is a single array, not an .npz with an array 'x'")
+    with data:
         if "x" not in data:
             raise UserError(f"{p} has no array 'x'")
-        return data["x"].astype(np.float32), (data["y"] if "y" in data else None)
+        x, y = data["x"].astype(np.float32), (data["y"] if "y" in data else None)
+    if y is not None and len(y) != len(x):
+        raise UserError(f"{what} file {p}: {len(x)} inputs in x but {len(y)} labels in y")
+    return x, y
+
+
+def _check_shape(model, x: np.ndarray, path: str, model_path: Path) -> None:
+    """Data that does not fit the model would fail inside Keras after the store was created.
+
+    As in Keras, an extra or missing trailing axis of size 1 still fits.
+    """
+    want = tuple(model.inputs[0].shape[1:])
+    got = tuple(x.shape[1:])
+
+    def fits(shape: tuple) -> bool:
+        return len(shape) == len(want) and all(w is None or w == g
+                                               for w, g in zip(want, shape, strict=True))
+
+    if fits(got) or (want and want[-1] == 1 and fits(got + (1,))) or \
+            (got and got[-1] == 1 and fits(got[:-1])):
+        return
+    text = str(tuple("any" if d is None else d for d in want)).replace("'", "")
+    raise UserError(f"{path}: inputs are shaped {got} but model {model_path} expects {text}")
 
 
 def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = None,
@@ -210,15 +265,24 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
 
     cfg = validate_config({k: v for k, v in config.items()}, base_dir=".")
     if seed is not None:
-        cfg["seed"] = int(seed)
+        cfg["seed"] = check_seed("seed", seed)
     out = Path(out_dir if out_dir is not None else cfg.get("output", "runs/systolic"))
     model_path = Path(cfg["model"])
     if not model_path.is_file():
         raise UserError(f"model file not found: {model_path}")
-    model = keras.models.load_model(model_path, compile=False)
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot load model {model_path}: {str(exc).splitlines()[0]}") from None
+    if len(model.inputs) != 1:
+        raise UserError(f"model {model_path} has {len(model.inputs)} inputs; systolic campaigns "
+                        "need a model with one input")
     x, y = _load_npz(cfg["data"], "data")
+    _check_shape(model, x, cfg["data"], model_path)
     if cfg.get("inputs"):
         x, y = x[:cfg["inputs"]], (None if y is None else y[:cfg["inputs"]])
+    if len(x) == 0:
+        raise UserError(f"data file {cfg['data']} holds no inputs")
     array = SystolicArray(**cfg["array"])
     compatible = compatible_layers(model)
     layers = cfg.get("layers") or compatible
@@ -237,6 +301,7 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     if array.in_dtype.kind in "iu":
         calib = x if cfg.get("calibration") is None else _load_npz(cfg["calibration"],
                                                                    "calibration")[0]
+        _check_shape(model, calib, cfg.get("calibration") or cfg["data"], model_path)
         calib = calib[:cfg["calibration_inputs"]]
     space = FaultSpace(array, cfg["lines"], cfg["fault_models"], cfg.get("bits"))
     plan = []  # (target, its layers, fault indices in the population)

@@ -86,10 +86,15 @@ def test_targets_and_injection_layer_errors():
 def test_train_run_validation(tmp_path):
     (tmp_path / "m.keras").write_text("x")
     (tmp_path / "d.npz").write_text("x")
-    good = {"model": "m.keras", "data": {"train": "d.npz"}, "fault_injection": ISSUE_BLOCK,
-            "campaign": {"anything": 1}}  # other sections belong to other readers
+    good = {"model": "m.keras", "data": {"train": "d.npz"}, "fault_injection": ISSUE_BLOCK}
     run = parse_train_run(good, base_dir=tmp_path)
     assert run.model == tmp_path / "m.keras" and run.training.epochs == 5
+    # a top-level typo used to be ignored (the run silently used the other keys)
+    with pytest.raises(UserError, match="unknown top-level key.* modle in the config of c.yaml; "
+                                        "valid: model, data, training, fault_injection"):
+        parse_train_run({**good, "modle": "x.h5"}, tmp_path, source="c.yaml")
+    with pytest.raises(UserError, match="unknown top-level key.* campaign"):
+        parse_train_run({**good, "campaign": {"anything": 1}}, tmp_path)
     with pytest.raises(UserError, match="unknown key.*epoch"):
         parse_train_run({**good, "training": {"epoch": 3}}, tmp_path)
     with pytest.raises(UserError, match="training.output must be a file name ending in"):

@@ -18,6 +18,7 @@ from classes_tool.systolic.campaign import (
     load_systolic_config,
     make_fault,
     run_systolic_campaign,
+    validate_config,
 )
 from classes_tool.systolic.layers import calibrate, predict, replace_layers
 
@@ -119,3 +120,44 @@ def test_config_errors(tmp_path):
 def test_demo_config_is_valid():
     cfg = load_systolic_config(Path(__file__).resolve().parents[2] / "configs" / "systolic_demo.yaml")
     assert cfg["array"]["in_dtype"] == "int8" and cfg["layers"] == ["conv2", "fc1"]
+
+
+@pytest.mark.parametrize("seed", [-4, 2**63, 2.5, "3", True])
+def test_seed_must_be_a_non_negative_integer(seed):
+    """`seed: -4` reached NumPy and gave a traceback ('expected non-negative integer')."""
+    with pytest.raises(UserError, match="'seed' must be a non-negative integer below 2\\*\\*63"):
+        validate_config({"model": "m.h5", "data": "d.npz", "seed": seed})
+
+
+def test_counts_and_tolerance_are_checked():
+    base = {"model": "m.h5", "data": "d.npz"}
+    with pytest.raises(UserError, match="'batch_size' must be a positive integer, got 2.5"):
+        validate_config({**base, "batch_size": 2.5})
+    with pytest.raises(UserError, match="'calibration_inputs' must be a positive integer"):
+        validate_config({**base, "calibration_inputs": 0})
+    with pytest.raises(UserError, match="tolerance.atol must be a number, got 'x'"):
+        validate_config({**base, "tolerance": {"atol": "x"}})
+    # YAML reads 1e-6 as a string: still a number here
+    assert validate_config({**base, "tolerance": {"atol": "1e-6"}})["tolerance"]["atol"] == 1e-6
+    assert validate_config({**base, "seed": 2**63 - 1})["seed"] == 2**63 - 1
+
+
+def test_cli_bad_seed_and_bad_data_leave_no_output(tmp_path, capsys):
+    """One-line errors, raised before the output folder (and its result store) is created."""
+    from classes_tool.cli import main
+
+    model_path, data = _files(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    out = tmp_path / "out"
+    cfg.write_text(f"target: systolic\nmodel: {model_path}\ndata: {data}\nseed: -4\n")
+    assert main(["campaign", str(cfg), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("classes-tool: error: 'seed' must be a non-negative integer below 2**63, "
+                   "got -4\n")
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 4, 4, 1), np.float32))
+    cfg.write_text(f"target: systolic\nmodel: {model_path}\ndata: {tmp_path / 'wrong.npz'}\n")
+    assert main(["campaign", str(cfg), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "wrong.npz: inputs are shaped (4, 4, 1) but model" in err
+    assert "expects (5, 5, 1)" in err and err.count("\n") == 1
+    assert not out.exists()
