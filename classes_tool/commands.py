@@ -90,8 +90,9 @@ def register_quant(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from classes_tool.campaign.report import plot_heatmap, write_report
+    from classes_tool.campaign.report import write_report
     from classes_tool.campaign.store import ResultStore
+    from classes_tool.errors import UserError
 
     out = Path(args.output) if args.output else Path(args.db).parent / "report"
     group_params, heatmap = tuple(args.group_param), args.heatmap
@@ -100,41 +101,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     if systolic:  # the same report the systolic campaign writes, unless told otherwise
         group_params = group_params or ("line", "bit")
         heatmap = heatmap or ("x", "y")
-    written = write_report(args.db, out, group_params=group_params)
-    if heatmap:
-        x, y = heatmap
-        written[f"heatmap_{x}_{y}.png"] = plot_heatmap(args.db, x, y,
-                                                       out / f"heatmap_{x}_{y}.png",
-                                                       outcome=args.outcome)
+    if args.csv and (Path(args.csv).is_dir() or not Path(args.csv).resolve().parent.is_dir()):
+        raise UserError(f"cannot write the CSV to {args.csv}: a folder, or in a folder that "
+                        "does not exist")
+    # every option is checked before the first file is written (see write_report)
+    written = write_report(args.db, out, group_params=group_params, heatmap=heatmap,
+                           outcome=args.outcome, statistics=args.statistics)
     if args.csv:
         with ResultStore(args.db, must_exist=True) as store:
             written["csv"] = store.export_csv(args.csv)
-    if args.statistics:
-        written["summary.md"] = _append_statistics(out / "summary.md", args.statistics)
     for path in written.values():
         print(f"wrote {path}")
-
-
-def _append_statistics(summary: Path, files: list[str]) -> Path:
-    """Add the per-layer injection statistics (JSON written by `train`/`sweep`) to a report."""
-    import json
-
-    from classes_tool.errors import UserError
-    from classes_tool.files import write_text_atomic
-    from classes_tool.quant.statistics import format_markdown
-
-    text = summary.read_text()
-    for name in files:
-        try:
-            stats = json.loads(Path(name).read_text())
-            table = format_markdown(stats)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(f"{name} is not a fault-statistics JSON file: {exc}") from None
-        text += (f"\n## Injection statistics ({Path(name).name})\n\nPer injection layer: "
-                 "activations seen, injected, changed, rates, RMSE and cosine similarity "
-                 f"between clean and faulty tensors.\n\n{table}")
-    write_text_atomic(summary, text)
-    return summary
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -169,7 +146,7 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heatmap", nargs=2, metavar=("X", "Y"),
                    help="heat map of an outcome's rate over two fault parameters (systolic "
                         "campaigns: x y, i.e. per PE, by default)")
-    p.add_argument("--outcome", default="critical_sdc", help="outcome of the heat map")
+    p.add_argument("--outcome", help="outcome the heat map shows (default critical_sdc)")
     p.add_argument("--csv", help="also export every row to this CSV file")
     p.add_argument("--statistics", action="append", default=[], metavar="JSON",
                    help="add per-layer injection statistics (from train/sweep) to the summary")

@@ -7,7 +7,9 @@ needs ``population`` ({target: N}) and ``confidence`` in the campaign meta.
 
 Plots use Matplotlib's Agg canvas through the object-oriented API (``Figure`` +
 ``FigureCanvasAgg``), never pyplot: no display is needed and the backend of a notebook or another
-caller is left alone. Every output file is written atomically.
+caller is left alone. A report is all or nothing: `write_report` checks every option (params,
+outcome, statistics files) before it writes, then makes the files in a staging folder and moves
+them into place together, so a bad option leaves no partial report and no half-replaced old one.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import csv
 import io
 import json
 import math
+import os
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,6 +252,18 @@ def _bucket_labels(outcomes: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _check_outcome(outcome: str) -> str:
+    if outcome not in (*OUTCOMES, "sdc5"):
+        raise UserError(f"unknown outcome {outcome!r}; choose one of {', '.join(OUTCOMES)}, sdc5")
+    return outcome
+
+
+def heatmap_file_name(x_param: str, y_param: str, outcome: str = "critical_sdc") -> str:
+    """``heatmap_<x>_<y>_<outcome>.png``: the outcome is in the name so that heat maps of two
+    outcomes over the same params can sit side by side in one report folder."""
+    return f"heatmap_{_safe_name(x_param)}_{_safe_name(y_param)}_{_check_outcome(outcome)}.png"
+
+
 def heatmap_data(db_path: str | Path, x_param: str, y_param: str,
                  outcome: str = "critical_sdc") -> tuple[list, list, np.ndarray, np.ndarray]:
     """Rate (percent) of `outcome` per (y, x) param cell: (xs, ys, rates, evaluations).
@@ -255,8 +272,7 @@ def heatmap_data(db_path: str | Path, x_param: str, y_param: str,
     values; cells without faults are NaN. Faults lacking either param are left out. `outcome`
     may also be ``'sdc5'``.
     """
-    if outcome not in (*OUTCOMES, "sdc5"):
-        raise UserError(f"unknown outcome {outcome!r}; choose one of {', '.join(OUTCOMES)}, sdc5")
+    _check_outcome(outcome)
     hit = "r.sdc5" if outcome == "sdc5" else "(r.outcome = ?)"
     with ResultStore(db_path, must_exist=True) as store:
         args: list[Any] = [_json_path(x_param), _json_path(y_param)]
@@ -266,8 +282,10 @@ def heatmap_data(db_path: str | Path, x_param: str, y_param: str,
             "SELECT json_extract(f.params, ?) AS x, json_extract(f.params, ?) AS y, "
             f"COUNT(*), SUM({hit}) FROM results r JOIN faults f ON f.fault_index = r.fault_index "
             "GROUP BY x, y HAVING x IS NOT NULL AND y IS NOT NULL", args).fetchall()
+        keys = [] if data else _param_keys(store.connection)
     if not data:
-        raise UserError(f"no results have both params {x_param!r} and {y_param!r}")
+        raise UserError(f"no results have both params {x_param!r} and {y_param!r}; params "
+                        f"present: {', '.join(keys) or 'none'}")
     xs = sorted({d[0] for d in data}, key=_sort_key)
     ys = sorted({d[1] for d in data}, key=_sort_key)
     grid = np.full((len(ys), len(xs)), np.nan)
@@ -284,8 +302,12 @@ def plot_heatmap(db_path: str | Path, x_param: str, y_param: str, path: str | Pa
 
     See `heatmap_data` for what a cell holds; empty cells stay blank.
     """
-    path = Path(path)
     xs, ys, grid, _ = heatmap_data(db_path, x_param, y_param, outcome)
+    return _draw_heatmap(xs, ys, grid, x_param, y_param, Path(path), outcome)
+
+
+def _draw_heatmap(xs: list, ys: list, grid: np.ndarray, x_param: str, y_param: str, path: Path,
+                  outcome: str) -> Path:
     fig = _new_figure(1.5 + 0.45 * max(len(xs), 6), 1.2 + 0.4 * max(len(ys), 5))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="Reds", vmin=0,
@@ -326,14 +348,46 @@ def _margins(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[bool, fl
     return True, float(confidence)
 
 
+#: Items of a dict or list meta value shown in the summary; the rest are counted, not listed.
+_META_ITEMS = 12
+
+
+def _compact(value: Any, top: bool = True) -> str:
+    """A dict or list meta value on one line: ``atol=1e-06, rtol=1e-05``, nested ``[a, b]``.
+
+    Long ones show their first `_META_ITEMS` items and how many more there are, so a campaign
+    over fifty layers still gets a readable line instead of none.
+    """
+    if isinstance(value, dict):
+        shown = [f"{k}={_compact(v, False)}" for k, v in list(value.items())[:_META_ITEMS]]
+        brackets = "{}"
+    elif isinstance(value, (list, tuple)):
+        shown = [_compact(v, False) for v in value[:_META_ITEMS]]
+        brackets = "[]"
+    else:
+        return str(value)
+    more = len(value) - len(shown)
+    text = ", ".join(shown + ([f"… {more} more"] if more else []))
+    if top:
+        return text or "none"
+    return brackets[0] + text + brackets[1]
+
+
 def _meta_lines(meta: dict[str, Any]) -> list[str]:
+    """The campaign settings from the store's meta, one line each.
+
+    Dict and list values (``tolerance``, ``targets``, ``faults_per_target``) are written
+    compactly rather than left out: they are part of what a campaign was run with.
+    """
     lines = []
     for k in sorted(meta):
         v = meta[k]
+        if k == "population" and isinstance(v, dict):
+            lines.append(f"- population: {sum(int(x) for x in v.values())} faults over "
+                         f"{len(v)} targets")
+            continue
         if isinstance(v, (dict, list)):
-            if k == "population" and isinstance(v, dict):
-                lines.append(f"- population: {sum(int(x) for x in v.values())} faults over "
-                             f"{len(v)} targets")
+            lines.append(f"- {k}: {_compact(v)}")
             continue
         text = repr(v) if isinstance(v, str) else str(v)
         if len(text) <= 100:
@@ -341,21 +395,74 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _statistics_section(name: str | os.PathLike) -> str:
+    """The summary section of one fault-statistics JSON file (written by `train`/`sweep`).
+
+    Read and checked before the report writes anything, so a missing or foreign file (say an
+    .h5 model given by mistake) is a one-line error and leaves no report behind.
+    """
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"statistics file {name} not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{name} is not a fault-statistics JSON file: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read statistics file {name}: {exc.strerror or exc}") from None
+    try:
+        stats = json.loads(text)
+        if not isinstance(stats, dict) or not all(isinstance(r, dict) for r in stats.values()):
+            raise TypeError("expected {layer name: {seen: ..., injected: ..., ...}}")
+        from classes_tool.quant.statistics import format_markdown
+
+        table = format_markdown(stats)
+    except KeyError as exc:
+        raise UserError(f"{name} is not a fault-statistics JSON file: no {exc} in a layer's "
+                        "row") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{name} is not a fault-statistics JSON file: {first}") from None
+    return (f"## Injection statistics ({Path(name).name})\n\nPer injection layer: activations "
+            "seen, injected, changed, rates, RMSE and cosine similarity between clean and faulty "
+            f"tensors.\n\n{table}")
+
+
+def _param_keys(conn: sqlite3.Connection) -> list[str]:
+    return sorted({k for (js,) in conn.execute("SELECT DISTINCT params FROM faults")
+                   for k in json.loads(js)})
+
+
 def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequence[str] = (),
-                 confidence: float | None = None) -> dict[str, Path]:
+                 confidence: float | None = None, *, heatmap: Sequence[str] | None = None,
+                 outcome: str | None = None, statistics: Sequence[str | os.PathLike] = ()
+                 ) -> dict[str, Path]:
     """Write the report of one result database into `out_dir`; returns {file name: path}.
 
     `confidence` of the intervals: by default the one the campaign was sized with (stored in its
     meta), else 0.95, so a report rebuilt from the database equals the campaign's own.
 
     Files: summary.md, by_target.{csv,md}, by_pattern.{csv,md}, by_param_<key>.{csv,md} for each
-    key in `group_params`, outcomes_by_target.png, rel_error.png.
+    key in `group_params`, outcomes_by_target.png, rel_error.png; with `heatmap` (x, y params)
+    also the heat map of `outcome` (default critical_sdc) named by `heatmap_file_name`.
+    `outcome` without `heatmap` is an error (it would be ignored). `statistics`: fault-statistics
+    JSON files whose tables are added to summary.md.
+
+    All or nothing: every option is checked before anything is written, and the files are made
+    in a hidden folder inside `out_dir` and moved into place only when all of them exist, so a
+    bad option or a failure leaves neither a partial report nor half-replaced old files.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"report output {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
+    if outcome is not None:
+        _check_outcome(outcome)
+        if heatmap is None:
+            raise UserError(f"outcome {outcome!r} is what a heat map shows: give the heat map's "
+                            "params too (--heatmap X Y)")
+    if heatmap is not None and len(heatmap) != 2:
+        raise UserError(f"a heat map needs two params (X and Y), not {list(heatmap)}")
+    outcome = outcome or "critical_sdc"
+    stats_sections = [_statistics_section(name) for name in statistics]
     with ResultStore(db_path, must_exist=True) as store:
         conn = store.connection
         meta = store.meta
@@ -370,8 +477,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
             present = conn.execute("SELECT COUNT(*) FROM faults WHERE json_type(params, ?) "
                                    "IS NOT NULL", (_json_path(key),)).fetchone()[0]
             if not present:
-                keys = sorted({k for (js,) in conn.execute("SELECT DISTINCT params FROM faults")
-                               for k in json.loads(js)})
+                keys = _param_keys(conn)
                 raise UserError(f"no fault has the param {key!r}; params present: "
                                 f"{', '.join(keys) or 'none'}")
             by_param[key] = _with_rates(
@@ -383,6 +489,44 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
             rel_arr.append(math.nan if e is None else e)
     outcomes_np = np.asarray(outcomes_arr, dtype=object)
     rel_np = np.asarray(rel_arr, dtype=np.float64)
+    heat = None if heatmap is None else heatmap_data(db_path, heatmap[0], heatmap[1], outcome)
+
+    # every check passed: render into a staging folder, then move the complete set into place
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report.", dir=out_dir))
+    except OSError as exc:
+        if created and out_dir.is_dir():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise UserError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
+    try:
+        staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
+                         by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
+                         stats_sections)
+        for name in staged:
+            dest = out_dir / name
+            if dest.is_dir():
+                raise UserError(f"cannot write the report: {dest} is a folder")
+        for name, path in staged.items():
+            os.replace(path, out_dir / name)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {name: out_dir / name for name in staged}
+
+
+def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence: float,
+            overall: list[dict[str, Any]], by_target: list[dict[str, Any]],
+            by_pattern: list[dict[str, Any]], by_param: dict[str, list[dict[str, Any]]],
+            n_inputs: int, outcomes_np: np.ndarray, rel_np: np.ndarray,
+            heatmap: Sequence[str] | None, outcome: str, heat: tuple | None,
+            stats_sections: list[str]) -> dict[str, Path]:
+    """Write every report file into `out_dir` (the staging folder); returns {name: path}."""
+    files: dict[str, Path] = {}
 
     has_margin, margin_conf = _margins(by_target, meta)
     extra = ("population", "margin_achieved") if has_margin else ()
@@ -397,6 +541,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     files["outcomes_by_target.png"] = _plot_outcomes(by_target, out_dir / "outcomes_by_target.png",
                                                      confidence)
     files["rel_error.png"] = _plot_rel_error(outcomes_np, rel_np, out_dir / "rel_error.png")
+    if heat is not None:
+        name = heatmap_file_name(heatmap[0], heatmap[1], outcome)
+        xs, ys, grid, _ = heat
+        files[name] = _draw_heatmap(xs, ys, grid, heatmap[0], heatmap[1], out_dir / name,
+                                    outcome)
 
     # -- summary.md
     tot = overall[0] if overall else {"faults": 0, "evaluations": 0}
@@ -444,6 +593,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
            "Definitions: masked = outputs equal within the tolerance; tolerable SDC = outputs "
            "differ, same top-1; critical SDC = top-1 differs; DUE = NaN/Inf in the output. "
            "Intervals treat each (fault, input) evaluation as one trial.", ""]
+    md += stats_sections
     summary = out_dir / "summary.md"
     write_text_atomic(summary, "\n".join(md))
     return {"summary.md": summary, **files}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,12 +52,29 @@ def parse_input_shapes(texts: Sequence[str] | None) -> list[tuple[int, ...]] | N
     return shapes
 
 
+def check_tolerance(tolerance: float) -> float:
+    """A verification tolerance must be a positive finite number.
+
+    The check is ``max abs difference <= tolerance``: a negative, zero (float round-off makes
+    conversions differ by ~1e-7) or NaN tolerance fails every model after the whole conversion
+    ran, and an infinite one silently switches the check off (that is what --no-verify is for).
+    """
+    if (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
+            or not math.isfinite(tolerance) or tolerance <= 0):
+        shown = (f"{tolerance:g}" if isinstance(tolerance, numbers.Real)
+                 and not isinstance(tolerance, bool) else repr(tolerance))
+        raise UserError(f"bad tolerance {shown}: use a positive finite number, e.g. 1e-4 "
+                        "(or --no-verify to skip the check)")
+    return float(tolerance)
+
+
 def convert_onnx_with_report(onnx_path: str | os.PathLike,
                              output_path: str | os.PathLike | None = None,
                              input_shapes: Sequence[Sequence[int]] | None = None,
                              verify: bool = True, tolerance: float = 1e-4
                              ) -> tuple[keras.Model, ConversionReport]:
     """`convert_onnx`, also returning a report (layer count, verified max abs difference)."""
+    tolerance = check_tolerance(tolerance)  # before the (slow) conversion, not after it
     if output_path is not None and Path(output_path).suffix not in (".h5", ".keras"):
         raise UserError(f"output file must end in .h5 or .keras: {output_path}")
     onnx_model = load_onnx_model(onnx_path)

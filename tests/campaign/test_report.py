@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from classes_tool.campaign.report import heatmap_data, plot_heatmap, write_report
+from classes_tool.campaign.report import heatmap_data, heatmap_file_name, plot_heatmap, write_report
 from classes_tool.campaign.stats import wilson_interval
 from classes_tool.campaign.store import ResultStore
 from classes_tool.errors import UserError
@@ -147,3 +147,141 @@ def test_an_explicit_confidence_overrides_the_campaigns(db, tmp_path):
     assert float(row["critical_sdc_ci_low"]) == pytest.approx(lo)
     assert float(row["critical_sdc_ci_high"]) == pytest.approx(hi)
     assert "90% Wilson intervals" in files["by_target.md"].read_text()
+
+
+# -- bad options: one-line errors, checked before anything is written -------------------------------
+
+def report_cli(db, out, *options):
+    from classes_tool.cli import main
+
+    return main(["report", str(db), "-o", str(out), *map(str, options)])
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "notes.h5").write_text("not JSON at all\n")
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe" * 8)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "row.json").write_text('{"conv1": {"target": "conv1"}}')
+    return tmp_path
+
+
+BAD_OPTIONS = [
+    (["--heatmap", "x", "nope"], "no results have both params 'x' and 'nope'; params present: "
+                                 "bit, x, y"),
+    (["--heatmap", "x", "y", "--outcome", "nosuch"], "unknown outcome 'nosuch'; choose one of "
+                                                     "masked, tolerable_sdc, critical_sdc, due, "
+                                                     "sdc5"),
+    (["--outcome", "nosuch"], "unknown outcome 'nosuch'"),
+    (["--group-param", "nope"], "no fault has the param 'nope'"),
+    (["--statistics", "{tmp}/missing.json"], "statistics file {tmp}/missing.json not found"),
+    (["--statistics", "{tmp}/notes.h5"], "notes.h5 is not a fault-statistics JSON file"),
+    (["--statistics", "{tmp}/model.h5"], "model.h5 is not a fault-statistics JSON file: not UTF-8"),
+    (["--statistics", "{tmp}/list.json"], "list.json is not a fault-statistics JSON file"),
+    (["--statistics", "{tmp}/row.json"], "row.json is not a fault-statistics JSON file: no 'seen'"),
+    (["--heatmap", "x", "y", "--statistics", "{tmp}"], "cannot read statistics file"),
+]
+BAD_IDS = ["heatmap-param", "heatmap-outcome", "outcome", "group-param", "stats-missing",
+           "stats-text", "stats-binary", "stats-list", "stats-row", "stats-folder"]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS, ids=BAD_IDS)
+def test_a_bad_option_writes_no_report(db, bad_inputs, capsys, options, message):
+    """Every option is checked before the first file is written: the QA pass found all seven
+    report files in place after `--heatmap x nope` or `--statistics missing.json` failed."""
+    tmp = bad_inputs
+    options = [o.format(tmp=tmp) for o in options]
+    assert report_cli(db, tmp / "rep", *options) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("classes-tool: error: ")
+    assert message.format(tmp=tmp) in err
+    assert not (tmp / "rep").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS[:2] + BAD_OPTIONS[4:6],
+                         ids=BAD_IDS[:2] + BAD_IDS[4:6])
+def test_a_bad_option_leaves_an_old_report_as_it_was(db, bad_inputs, capsys, options, message):
+    """No old file of the target folder is replaced when a later option turns out bad."""
+    tmp = bad_inputs
+    assert report_cli(db, tmp / "rep", "--group-param", "x") == 0
+    (tmp / "rep" / "mine.txt").write_text("the user's own file")
+    before = snapshot(tmp / "rep")
+    with ResultStore(db) as st:  # new results: a new report would differ from the old one
+        st.add([{"fault_index": 9, "target": "dense", "pattern": "line", "params": {"x": 5}}],
+               [{"fault_index": 9, "input_index": 0, "outcome": C, "sdc5": 1, "rel_error": 90.0,
+                 "golden_top1": 0, "faulty_top1": 1, "label": 0}])
+    capsys.readouterr()
+    assert report_cli(db, tmp / "rep", *(o.format(tmp=tmp) for o in options)) == 2
+    assert message.format(tmp=tmp) in capsys.readouterr().err
+    assert snapshot(tmp / "rep") == before
+
+
+def test_the_api_checks_before_writing(db, tmp_path):
+    """`write_report` itself is all or nothing (the CLI only passes the options on)."""
+    with pytest.raises(UserError, match="both params 'x' and 'bit'"):
+        write_report(db, tmp_path / "rep", heatmap=("x", "bit"))
+    with pytest.raises(UserError, match="statistics file .* not found"):
+        write_report(db, tmp_path / "rep", statistics=[tmp_path / "missing.json"])
+    with pytest.raises(UserError, match="unknown outcome 'sdc'"):
+        write_report(db, tmp_path / "rep", heatmap=("x", "y"), outcome="sdc")
+    assert not (tmp_path / "rep").exists()
+    (tmp_path / "rep" / "summary.md").mkdir(parents=True)  # a folder where a file goes
+    with pytest.raises(UserError, match="summary.md is a folder"):
+        write_report(db, tmp_path / "rep")
+    assert [p.name for p in (tmp_path / "rep").iterdir()] == ["summary.md"]
+
+
+# -- --outcome belongs to the heat map -----------------------------------------------------------
+
+def test_outcome_without_a_heatmap_is_an_error(db, tmp_path, capsys):
+    """--outcome only picks what the heat map shows; without --heatmap it used to be ignored
+    silently (rc 0), even for a name that is no outcome at all."""
+    assert report_cli(db, tmp_path / "rep", "--outcome", "due") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--heatmap X Y" in err
+    assert not (tmp_path / "rep").exists()
+    with pytest.raises(UserError, match="heat map"):
+        write_report(db, tmp_path / "rep", outcome="due")
+    with pytest.raises(UserError, match="unknown outcome 'nosuch'; choose one of masked"):
+        write_report(db, tmp_path / "rep", outcome="nosuch")
+
+
+# -- heat map names ------------------------------------------------------------------------------
+
+def test_heatmaps_of_two_outcomes_do_not_overwrite_each_other(db, tmp_path, capsys):
+    """The outcome is part of the heat map's name, as in the systolic campaign's
+    pe_heatmap_critical_sdc.png; the summary links the heat map."""
+    assert report_cli(db, tmp_path / "rep", "--heatmap", "x", "y") == 0
+    assert report_cli(db, tmp_path / "rep", "--heatmap", "x", "y", "--outcome", "due") == 0
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"heatmap_x_y_critical_sdc.png", "heatmap_x_y_due.png"} <= names
+    assert not {n for n in names if n.startswith(".") or n == "heatmap_x_y.png"}
+    assert (tmp_path / "rep" / "heatmap_x_y_due.png").read_bytes()[:8] == PNG
+    assert "[heatmap_x_y_due.png](heatmap_x_y_due.png)" in (
+        tmp_path / "rep" / "summary.md").read_text()
+    files = write_report(db, tmp_path / "api", heatmap=("x", "y"), outcome="sdc5")
+    assert files["heatmap_x_y_sdc5.png"] == tmp_path / "api" / "heatmap_x_y_sdc5.png"
+    assert heatmap_file_name("layer/x", "y") == "heatmap_layer_x_y_critical_sdc.png"
+
+
+# -- the campaign settings in summary.md ---------------------------------------------------------
+
+def test_summary_shows_dict_and_list_settings(tmp_path):
+    """tolerance, targets and faults_per_target are dicts in the meta; they used to be left out
+    of the Campaign section. Long ones are cut after a dozen items, with a count."""
+    meta = {**META, "tolerance": {"atol": 1e-06, "rtol": 1e-05},
+            "targets": {"nodes": ["fc1"], "types": ["Conv2D", "Dense"]},
+            "faults_per_target": {"conv1": 120, "conv2": 130},
+            "layers": [f"l{i}" for i in range(20)], "empty": {}}
+    ResultStore(tmp_path / "m.db", meta).close()
+    text = write_report(tmp_path / "m.db", tmp_path / "rep")["summary.md"].read_text()
+    assert "- tolerance: atol=1e-06, rtol=1e-05\n" in text
+    assert "- targets: nodes=[fc1], types=[Conv2D, Dense]\n" in text
+    assert "- faults_per_target: conv1=120, conv2=130\n" in text
+    assert "- layers: l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, … 8 more\n" in text
+    assert "- empty: none\n" in text
+    assert "- population: 40 faults over 2 targets\n" in text

@@ -267,6 +267,29 @@ def test_verification_failure_writes_nothing(tmp_path, monkeypatch):
     assert model is not None
 
 
+@pytest.mark.parametrize("tolerance", ["-1", "0", "nan", "inf", "-inf"])
+def test_bad_tolerance_is_refused_before_converting(tmp_path, capsys, monkeypatch, tolerance):
+    """--tolerance must be positive and finite: -1, 0 and NaN would fail every model only after
+    the whole conversion ran (printing "... > tolerance nan"), inf would switch the check off."""
+    from classes_tool.cli import main
+    from classes_tool.convert import api
+
+    path = branching_model(tmp_path / "b.onnx")
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the tolerance must be checked before converting")
+
+    monkeypatch.setattr(api, "load_onnx_model", no_conversion)
+    out = tmp_path / "b.h5"
+    assert main(["convert", str(path), "-o", str(out), f"--tolerance={tolerance}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("classes-tool: error: bad tolerance") and "positive finite" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]
+    with pytest.raises(UserError, match="bad tolerance"):
+        convert_onnx(path, tolerance=float(tolerance))
+
+
 def test_dynamic_input_needs_shape(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
     path = make_onnx(tmp_path / "d.onnx", nodes, [("x", ["N", 3, "H", "W"])], [("y", None)],

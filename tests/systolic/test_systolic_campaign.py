@@ -95,7 +95,7 @@ def test_campaign_store_resume_and_report(tmp_path):
     from classes_tool.cli import main
 
     assert main(["report", str(result["db"]), "-o", str(tmp_path / "rep")]) == 0
-    for name in ("by_param_line.md", "by_param_bit.md", "heatmap_x_y.png"):
+    for name in ("by_param_line.md", "by_param_bit.md", "heatmap_x_y_critical_sdc.png"):
         assert (tmp_path / "rep" / name).is_file()
     assert ((tmp_path / "rep" / "by_param_line.md").read_text()
             == result["report"]["by_param_line.md"].read_text())
