@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from classes_tool.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -21,6 +23,8 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     On failure the temporary file is removed and nothing appears under `destination`.
     """
     destination = Path(destination)
+    if destination.is_dir():  # else the rename fails naming the temporary file, not this one
+        raise UserError(f"{destination} is a folder: give a file name to write")
     destination.parent.mkdir(parents=True, exist_ok=True)
     suffix = destination.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.stem}.", suffix=".tmp" + suffix,

@@ -121,8 +121,14 @@ def test_output_path_that_is_a_folder(tmp_path, capsys, command):
     extra = [] if command == "describe" else ["--after", "conv1", "--sites", "2"]
     assert main([command, MODEL, *extra, "-o", str(taken)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("classes-tool: error: cannot use") and len(err.splitlines()) == 1
+    assert err == f"classes-tool: error: {taken} is a folder: give a file name to write"
     assert list(taken.iterdir()) == []
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main([command, MODEL, *extra, "-o", str(a_file / "out.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("classes-tool: error: cannot use") and len(err.splitlines()) == 1
+    assert a_file.read_text() == "x"
 
 
 @pytest.mark.parametrize("option", ["--seed=-1", "--seed=9223372036854775808", "--sites=0",
