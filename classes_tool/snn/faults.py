@@ -35,6 +35,52 @@ PARAMETRIC = ("threshold", "leak", "refractory", "gain")
 ALL_MODELS = NEURON_MODELS + SYNAPSE_MODELS
 FACTOR_RANGE = {"threshold": (0.5, 1.5), "leak": (0.5, 1.5), "gain": (0.5, 1.5),
                 "refractory": (1.0, 4.0), "perturbed_synapse": (0.5, 1.5)}
+#: The parameters each fault model reads, and what they must be: checked when the model is made,
+#: so a misspelt or mistyped parameter fails before the campaign instead of in the middle of it.
+_NUMBER, _INT, _BIT_FORMAT, _FENCE = "a number", "an integer", "'float32' or 'int8'", (
+    "'mild' or 'extreme'")
+_NEURON_AS = "'dead_neuron', 'saturated_neuron' or 'stuck_neuron'"
+PARAMS: dict[str, dict[str, str]] = {
+    "dead_neuron": {}, "saturated_neuron": {},
+    "stuck_neuron": {"value": _NUMBER, "prob": _NUMBER, "draw_seed": _INT},
+    "random_neuron": {"as": _NEURON_AS, "value": _NUMBER, "prob": _NUMBER, "draw_seed": _INT},
+    "threshold": {"factor": _NUMBER}, "leak": {"factor": _NUMBER},
+    "refractory": {"factor": _NUMBER}, "gain": {"factor": _NUMBER},
+    "membrane_bitflip": {"format": _BIT_FORMAT, "bit": _INT, "step": _INT, "zero_point": _INT,
+                         "scale": _NUMBER},
+    "membrane_stuck": {"value": _NUMBER}, "spike_flip": {"step": _INT},
+    "dead_synapse": {}, "saturated_synapse": {"fence": _FENCE, "polarity": _INT},
+    "stuck_synapse": {"value": _NUMBER},
+    "perturbed_synapse": {"factor": _NUMBER},
+    "synapse_bitflip": {"format": _BIT_FORMAT, "bit": _INT, "zero_point": _INT, "scale": _NUMBER},
+}
+#: Parameters without a drawn default: the model cannot run without them.
+REQUIRED = {"membrane_stuck": ("value",), "stuck_synapse": ("value",)}
+
+
+def _check_params(name: str, params: dict) -> None:
+    allowed = PARAMS[name]
+    for key, value in params.items():
+        if key not in allowed:
+            raise UserError(f"SNN fault model {name!r} has no parameter {key!r}"
+                            + (f" (it takes {', '.join(allowed)})" if allowed else
+                               " (it takes none)"))
+        kind = allowed[key]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and np.isfinite(value) if kind == _NUMBER else
+              isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+              if kind == _INT else
+              value in ("float32", "int8") if kind == _BIT_FORMAT else
+              value in ("mild", "extreme") if kind == _FENCE else
+              value in ("dead_neuron", "saturated_neuron", "stuck_neuron"))
+        if not ok:
+            raise UserError(f"SNN fault model {name!r}: parameter {key!r} must be {kind}, "
+                            f"got {value!r}")
+    missing = [k for k in REQUIRED.get(name, ()) if k not in params]
+    if missing:
+        raise UserError(f"SNN fault model {name!r} needs {', '.join(map(repr, missing))}")
+
+
 TUKEY_K = {"mild": 2.25, "extreme": 4.5}  # inside (1.5, 3] IQR = mild band; beyond 3 = extreme
 
 
@@ -48,6 +94,7 @@ class FaultModel:
     def __post_init__(self):
         if self.name not in ALL_MODELS:
             raise UserError(f"unknown SNN fault model {self.name!r}; known: {', '.join(ALL_MODELS)}")
+        _check_params(self.name, self.params)
 
     @property
     def kind(self) -> str:

@@ -3,6 +3,7 @@ equivalence; campaign save/load; outcome classes."""
 
 import json
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -303,3 +304,17 @@ def test_classes_are_half_open():
     assert [CLASSES[i] for i in c["code"]] == \
         ["masked", "d<5", "5<=d<10", "10<=d<20", "d>=20", "sdc1", "due"]
     np.testing.assert_allclose(c["d"][2:5], [7.0, 15.0, 30.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "threshold", "factor": "lots"}, "parameter 'factor' must be a number"),
+    ({"name": "threshold", "factr": 1.2}, "has no parameter 'factr' (it takes factor)"),
+    ({"name": "stuck_synapse"}, "needs 'value'"),
+    ({"name": "membrane_bitflip", "bit": 2.5}, "parameter 'bit' must be an integer"),
+    ({"name": "saturated_synapse", "fence": "wide"}, "must be 'mild' or 'extreme'"),
+    ({"name": "dead_neuron", "prob": 0.5}, "(it takes none)"),
+])
+def test_fault_model_parameters_are_checked_when_made(data, message):
+    """Before the campaign, not when the first fault of that model runs."""
+    with pytest.raises(UserError, match=re.escape(message)):
+        F.FaultModel.from_dict(data)
