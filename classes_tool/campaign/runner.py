@@ -201,6 +201,11 @@ class Campaign:
         if self.db_path.exists() and not resume:
             raise UserError(f"{self.db_path} already exists: continue it with --resume, or "
                             "choose another output folder (--out)")
+        if resume and not self.db_path.exists() and not self.quiet:  # a mistyped --out?
+            import sys
+
+            print(f"classes-tool: note: nothing to resume in {self.db_path.parent}; starting a "
+                  "new campaign there", file=sys.stderr)
         from classes_tool import patcher
 
         calibration = self.config.calibration or self.config.data

@@ -510,3 +510,10 @@ def test_a_target_that_cannot_reach_the_scored_output_is_named(tmp_path, capsys)
     assert "warning: 'branch_b' does not reach the scored output 'head_a'" in err
     with sqlite3.connect(tmp_path / "o" / "results.db") as conn:
         assert conn.execute("SELECT DISTINCT outcome FROM results").fetchall() == [("masked",)]
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+    cfg = _config(tmp_path, faults=1)
+    assert main(["campaign", str(cfg), "--out", str(tmp_path / "typo"), "--resume"]) == 0
+    assert "nothing to resume in" in capsys.readouterr().err
+    assert len(_rows(tmp_path / "typo" / "results.db")) == 2 * 6
