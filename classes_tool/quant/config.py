@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classes_tool.config_checks import reject_unknown_keys
 from classes_tool.errors import UserError
 from classes_tool.quant.calibration import check_bits
 from classes_tool.quant.strategies import get_strategy, strategy_names
@@ -182,10 +183,7 @@ def parse_train_run(config: dict, base_dir: str | Path | None = None,
     where = f" of {source}" if source is not None else ""
     if not isinstance(config, dict):
         raise UserError(f"the config{where} must be a YAML mapping")
-    unknown = sorted(map(str, set(config) - set(TRAIN_RUN_KEYS)))
-    if unknown:
-        raise UserError(f"unknown top-level key(s) {', '.join(unknown)} in the config{where}; "
-                        f"valid: {', '.join(TRAIN_RUN_KEYS)}")
+    reject_unknown_keys(config, TRAIN_RUN_KEYS, f"the config{where}", "top-level key(s)")
     base = Path(base_dir) if base_dir is not None else None
     if "model" not in config:
         raise UserError(f"the config{where} needs `model:` (path of the .h5/.keras model)")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from classes_tool.config_checks import check_seed, is_int, positive_int, reject_unknown_keys
 from classes_tool.errors import UserError
 from classes_tool.files import write_text_atomic
 from classes_tool.snn import plots
@@ -38,39 +39,18 @@ KEYS = ("target", "name", "model", "data", "encode", "samples", "batch_size", "m
 ENCODE_KEYS = ("kind", "time_steps", "seed")
 COMPLETE_KEYS = ("fault", "layers", "sampling_k", "window")
 INJECT_KEYS = ("model", "layer", "sites", "count", "window")
-SEED_LIMIT = 2**63
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _positive_int(where: str, value: Any) -> int:
-    """Counts (samples, batch sizes, k): `int('lots')` or slicing with -5 must not happen."""
-    if not _is_int(value) or value < 1:
-        raise UserError(f"{where} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _seed(where: str, value: Any) -> int:
-    """Seeds feed NumPy generators, which take non-negative integers only."""
-    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
-        raise UserError(f"{where} must be a non-negative integer below 2**63, got {value!r}")
-    return int(value)
 
 
 def _known(where: str, block: Any, keys: tuple[str, ...]) -> dict:
     if not isinstance(block, dict):
         raise UserError(f"{where} must be a mapping with keys {', '.join(keys)}, got {block!r}")
-    unknown = sorted(map(str, set(block) - set(keys)))
-    if unknown:
-        raise UserError(f"unknown key(s) {', '.join(unknown)} in {where}; valid: {', '.join(keys)}")
+    reject_unknown_keys(block, keys, where)
     return block
 
 
 def _window(where: str, value: Any) -> None:
     if value is not None and (not isinstance(value, list | tuple) or len(value) != 2
-                              or not all(map(_is_int, value))):
+                              or not all(map(is_int, value))):
         raise UserError(f"{where}.window must be [start, stop] (two integers), got {value!r}")
 
 
@@ -82,10 +62,7 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
     name = "the SNN config" + (f" {source}" if source is not None else "")
     if not isinstance(config, dict):
         raise UserError(f"{name} must be a mapping, got {type(config).__name__}")
-    unknown = sorted(map(str, set(config) - set(KEYS)))
-    if unknown:
-        raise UserError(f"unknown top-level key(s) {', '.join(unknown)} in {name}; "
-                        f"valid: {', '.join(KEYS)}")
+    reject_unknown_keys(config, KEYS, name, "top-level key(s)")
     if config.get("target", "snn") != "snn":
         raise UserError(f"not an SNN config (target {config.get('target')!r})")
     for key in ("model", "data"):
@@ -96,9 +73,9 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
             raise UserError(f"'{key}' in {name} must be a string, got {config[key]!r}")
     for key in ("samples", "batch_size", "max_rows"):
         if config.get(key) is not None:
-            _positive_int(f"'{key}' in {name}", config[key])
+            positive_int(f"'{key}' in {name}", config[key])
     if "seed" in config:
-        _seed(f"'seed' in {name}", config["seed"])
+        check_seed(f"'seed' in {name}", config["seed"])
     if not isinstance(config.get("early_stop", True), bool):
         raise UserError(f"'early_stop' in {name} must be true or false, "
                         f"got {config['early_stop']!r}")
@@ -108,9 +85,9 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
             raise UserError(f"encode.kind must be one of {', '.join(ENCODERS)}, "
                             f"got {enc['kind']!r}")
         if "time_steps" in enc:
-            _positive_int("encode.time_steps", enc["time_steps"])
+            positive_int("encode.time_steps", enc["time_steps"])
         if "seed" in enc:
-            _seed("encode.seed", enc["seed"])
+            check_seed("encode.seed", enc["seed"])
     rounds = config.get("rounds")
     if not isinstance(rounds, list) or not rounds:
         raise UserError(f"{name} needs a non-empty 'rounds' list")
@@ -132,7 +109,7 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
                 raise UserError(f"{where}.layers must be a non-empty list of layer names, "
                                 f"got {body.get('layers')!r}")
             if body.get("sampling_k") is not None:
-                _positive_int(f"{where}.sampling_k", body["sampling_k"])
+                positive_int(f"{where}.sampling_k", body["sampling_k"])
             _window(where, body.get("window"))
         elif kind == "inject":
             if not isinstance(body, list) or not body:
@@ -144,10 +121,10 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
                     if fault.get(key) is None:
                         raise UserError(f"{at} needs '{key}'")
                 if "count" in fault:
-                    _positive_int(f"{at}.count", fault["count"])
+                    positive_int(f"{at}.count", fault["count"])
                 sites = fault.get("sites")
                 if sites is not None and (not isinstance(sites, list) or not sites or not all(
-                        isinstance(st, list | tuple) and st and all(map(_is_int, st))
+                        isinstance(st, list | tuple) and st and all(map(is_int, st))
                         for st in sites)):
                     raise UserError(f"{at}.sites must be a non-empty list of index lists, "
                                     f"got {sites!r}")
@@ -212,7 +189,7 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
     from classes_tool.snn.campaign import Campaign
 
     validate_config(config, source)
-    seed = _seed("seed", seed)
+    seed = check_seed("seed", seed)
     model_path = config["model"]
     mp = Path(model_path) if Path(model_path).is_absolute() else base / model_path
     if not mp.is_file():

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from classes_tool.campaign.config import read_yaml
+from classes_tool.config_checks import check_seed, positive_int
 from classes_tool.errors import UserError
 from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.dataflow import LINES
@@ -116,10 +117,10 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
         raise UserError("'margin', 'confidence' and 'p' must lie strictly between 0 and 1")
     cfg["seed"] = check_seed("'seed'", raw.get("seed", 0))
     for key, default in (("batch_size", 512), ("calibration_inputs", 256)):
-        cfg[key] = _positive_int(f"'{key}'", raw.get(key, default))
+        cfg[key] = positive_int(f"'{key}'", raw.get(key, default))
     for key in ("inputs", "faults"):
         if raw.get(key) is not None:
-            cfg[key] = _positive_int(f"'{key}'", raw[key])
+            cfg[key] = positive_int(f"'{key}'", raw[key])
     tol = raw.get("tolerance") or {}
     if not isinstance(tol, dict) or set(tol) - {"atol", "rtol"}:
         raise UserError("'tolerance' must be a mapping with atol and/or rtol")
@@ -128,10 +129,6 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
     if cfg["tolerance"]["atol"] < 0 or cfg["tolerance"]["rtol"] < 0:
         raise UserError(f"'tolerance' values must not be negative, got {tol!r}")
     return cfg
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _number(what: str, value: Any) -> float:
@@ -145,20 +142,6 @@ def _number(what: str, value: Any) -> float:
     if not np.isfinite(number):
         raise UserError(f"{what} must be a finite number, got {value!r}")
     return number
-
-
-def _positive_int(what: str, value: Any) -> int:
-    """Counts: `2.5` or `-3` must not be truncated or sliced into something else."""
-    if not _is_int(value) or value < 1:
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_seed(what: str, value: Any) -> int:
-    """Seeds feed NumPy generators, which take non-negative integers only (below 2**63 here)."""
-    if not _is_int(value) or not 0 <= value < 2**63:
-        raise UserError(f"{what} must be a non-negative integer below 2**63, got {value!r}")
-    return int(value)
 
 
 def shared_target_name(layers: list[str]) -> str:
