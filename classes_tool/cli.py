@@ -35,17 +35,22 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': use e.g. 3,224,224") from None
 
 
+def _int_within(text: str, what: str, low: int, high: int, allowed: str) -> int:
+    """An integer option in [low, high]; argparse prints the message with the usage line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad {what} '{text}': use an integer") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"bad {what} {value}: use {allowed}")
+    return value
+
+
 def seed_argument(text: str) -> int:
     """A --seed: an integer in [0, 2**63 - 1] (what every seeded part of the tool accepts)."""
     from classes_tool.simulator.sites import MAX_SEED
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad seed '{text}': use an integer") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"bad seed {value}: use an integer in [0, 2**63 - 1]")
-    return value
+    return _int_within(text, "seed", 0, MAX_SEED, "an integer in [0, 2**63 - 1]")
 
 
 #: Sites per target above this are refused: each site is stored in the patched model's weights,
@@ -54,13 +59,7 @@ MAX_SITES = 10_000_000
 
 
 def _sites(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad number of sites '{text}'") from None
-    if not 1 <= value <= MAX_SITES:
-        raise argparse.ArgumentTypeError(f"bad number of sites {value}: use 1 to {MAX_SITES:,}")
-    return value
+    return _int_within(text, "number of sites", 1, MAX_SITES, f"1 to {MAX_SITES:,}")
 
 
 def _range(text: str) -> tuple[float, float]:

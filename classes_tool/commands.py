@@ -170,26 +170,20 @@ def cmd_build_native(args: argparse.Namespace) -> None:
     from classes_tool.simulator import native, native_sites
 
     failed = []
-    try:  # the write kernel, then the site generator: one failing does not stop the other
-        path = native.build(force=args.force)
-        if not native.enabled():
-            print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
-        elif native.load() is None:
-            raise UserError(f"{path} was built but TensorFlow cannot load it")
-        else:
-            print(f"native in-place write ready: {path}")
-    except UserError as exc:
-        failed.append(exc)
-    try:
-        path = native_sites.build(force=args.force)
-        if not native_sites.enabled():
-            print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
-        elif native_sites.load() is None:
-            raise UserError(f"{path} was built but cannot be loaded")
-        else:
-            print(f"native site generator ready: {path}")
-    except UserError as exc:
-        failed.append(exc)
+    # the write kernel, then the site generator: one failing does not stop the other
+    for part, ready, unloadable in (
+            (native, "native in-place write ready", "TensorFlow cannot load it"),
+            (native_sites, "native site generator ready", "cannot be loaded")):
+        try:
+            path = part.build(force=args.force)
+            if not part.enabled():
+                print(f"built {path} (CLASSES_TOOL_NATIVE=0: not used)")
+            elif part.load() is None:
+                raise UserError(f"{path} was built but {unloadable}")
+            else:
+                print(f"{ready}: {path}")
+        except UserError as exc:
+            failed.append(exc)
     if failed:
         raise failed[0] if len(failed) == 1 else UserError("; ".join(map(str, failed)))
 

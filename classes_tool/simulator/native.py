@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from classes_tool.errors import UserError
@@ -54,11 +55,35 @@ def library_path() -> Path:
     return cache_dir() / _library_name()
 
 
-def compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+def find_program(variable: str, names: tuple[str, ...]) -> str | None:
+    """The program named by $variable, else the first of `names` on the PATH."""
+    for name in (os.environ.get(variable), *names):
         if name and shutil.which(name):
             return name
     return None
+
+
+def compiler() -> str | None:
+    return find_program("CXX", ("c++", "g++", "clang++"))
+
+
+def compile_library(path: Path, command: Callable[[str], list[str]], what: str) -> Path:
+    """Run `command(output)` into a temporary file beside `path`, then rename it into place, so
+    a failed or interrupted build never leaves a library a later process would load; a failure
+    is one line naming `what` and the compiler's last message."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run(command(tmp), capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise UserError(f"building the {what} failed: {last}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def build(force: bool = False) -> Path:
@@ -70,20 +95,9 @@ def build(force: bool = False) -> Path:
     if cxx is None:
         raise UserError("no C++ compiler found (set CXX); the simulator keeps using "
                         "TensorFlow's scatter")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = [cxx, "-shared", "-fPIC", "-O2", "-w", str(SOURCE), "-o", tmp, *_flags()]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise UserError(f"building the native write kernel failed: {last}")
-        os.replace(tmp, path)
-        _loaded.pop(str(path), None)  # a process that looked before the build may load it now
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    compile_library(path, lambda out: [cxx, "-shared", "-fPIC", "-O2", "-w", str(SOURCE), "-o",
+                                       out, *_flags()], "native write kernel")
+    _loaded.pop(str(path), None)  # a process that looked before the build may load it now
     return path
 
 

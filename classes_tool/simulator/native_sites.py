@@ -22,9 +22,6 @@ import functools
 import hashlib
 import math
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import weakref
 import zlib
@@ -67,10 +64,7 @@ def library_path() -> Path:
 
 
 def compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
+    return native.find_program("CC", ("cc", "gcc", "clang"))
 
 
 def build(force: bool = False) -> Path:
@@ -83,21 +77,10 @@ def build(force: bool = False) -> Path:
         raise UserError("no C compiler found (set CC); sites are drawn in Python")
     if not _numpy_random_lib().is_file():
         raise UserError("this NumPy ships no libnpyrandom.a; sites are drawn in Python")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = [cc, *_flags(), str(SOURCE), "-o", tmp, *_link()]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise UserError(f"building the native site generator failed: {last}")
-        os.replace(tmp, path)
-        _loaded.pop(str(path), None)  # a process that looked before the build may load it now
-        _by_environment.clear()
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    native.compile_library(path, lambda out: [cc, *_flags(), str(SOURCE), "-o", out, *_link()],
+                           "native site generator")
+    _loaded.pop(str(path), None)  # a process that looked before the build may load it now
+    _by_environment.clear()
     return path
 
 
