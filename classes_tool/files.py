@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from classes_tool.errors import UserError
+
+K = TypeVar("K")
 
 
 @contextlib.contextmanager
@@ -50,3 +54,35 @@ def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `destination` atomically."""
     with atomic_path(destination) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def staging_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """An empty temporary folder beside the output folder `out` (the same file system, so
+    `publish` can rename from it), removed on exit: a run that writes several files makes them
+    here, and a failure half-way leaves `out` as it was instead of a mix of old and new files."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish(files: Mapping[K, Path], out: str | os.PathLike) -> dict[K, Path]:
+    """Move finished files (from a `staging_folder`) into `out` under their names, each by one
+    atomic rename; a destination that is a folder is refused before anything moves."""
+    out = Path(out)
+    for path in files.values():
+        if (out / path.name).is_dir():
+            raise UserError(f"{out / path.name} is a folder: a file cannot replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    moved = {}
+    for key, path in files.items():
+        moved[key] = out / path.name
+        os.replace(path, moved[key])
+    return moved

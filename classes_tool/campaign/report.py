@@ -20,9 +20,7 @@ import json
 import math
 import os
 import re
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from classes_tool.campaign.outcomes import BUCKETS, OUTCOMES, error_buckets
 from classes_tool.campaign.stats import achieved_margin, wilson_interval
 from classes_tool.campaign.store import ResultStore
 from classes_tool.errors import UserError
-from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.files import atomic_path, publish, staging_folder, write_text_atomic
 
 LABELS = {"masked": "masked", "tolerable_sdc": "tolerable SDC", "critical_sdc": "critical SDC",
           "due": "DUE", "sdc5": "SDC-5"}
@@ -448,7 +446,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     JSON files whose tables are added to summary.md.
 
     All or nothing: every option is checked before anything is written, and the files are made
-    in a hidden folder inside `out_dir` and moved into place only when all of them exist, so a
+    in a hidden folder beside `out_dir` and moved into place only when all of them exist, so a
     bad option or a failure leaves neither a partial report nor half-replaced old files.
     """
     out_dir = Path(out_dir)
@@ -492,31 +490,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     heat = None if heatmap is None else heatmap_data(db_path, heatmap[0], heatmap[1], outcome)
 
     # every check passed: render into a staging folder, then move the complete set into place
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".report.", dir=out_dir))
-    except OSError as exc:
-        if created and out_dir.is_dir():
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise UserError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
-    try:
+    with staging_folder(out_dir) as stage:
         staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
                          by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
                          stats_sections)
-        for name in staged:
-            dest = out_dir / name
-            if dest.is_dir():
-                raise UserError(f"cannot write the report: {dest} is a folder")
-        for name, path in staged.items():
-            os.replace(path, out_dir / name)
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return {name: out_dir / name for name in staged}
+        return publish(staged, out_dir)
 
 
 def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence: float,

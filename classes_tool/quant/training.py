@@ -9,18 +9,14 @@ gradient passes straight through the injection, and the fault mask changes every
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from classes_tool.errors import UserError
+from classes_tool.files import publish, staging_folder
 from classes_tool.quant.config import (
     FaultInjectionConfig,
     load_yaml,
@@ -175,7 +171,7 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
     stem = Path(tc.output)
     names = {"model": tc.output, "injected_model": f"{stem.stem}_injected{stem.suffix}",
              "history": "history.json", "statistics": "fault_statistics.json"}
-    with _staging(out) as stage:
+    with staging_folder(out) as stage:
         staged = {role: stage / name for role, name in names.items()}
         plain.save(staged["model"])
         patched.save(staged["injected_model"])  # before the evaluation runs it further
@@ -188,7 +184,7 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
             evaluation = evaluate_fault_aware(model, patched, x, xt, yt, fi)
             staged["evaluation"] = stage / "evaluation.json"
             staged["evaluation"].write_text(json.dumps(evaluation, indent=2) + "\n")
-        paths = _publish(staged, out)
+        paths = publish(staged, out)
     if not quiet and run.test_data is not None:
         for role in ("original", "fault_aware"):
             e = evaluation[role]
@@ -196,26 +192,4 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
                   f"{fi.probability:g}% {fi.injection_type} faults "
                   f"{e['faulty_accuracy_mean']:.4f} ± {e['faulty_accuracy_std']:.4f}")
     # the written files are the caller's to list: the CLI prints each one once
-    return paths
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, removed afterwards: a run that fails half-way leaves
-    `out` as it was, so the next run does not find a mix of old and new files."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _publish(staged: dict[str, Path], out: Path) -> dict[str, Path]:
-    """Move the finished files into `out` (each by an atomic rename); return their new paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for role, path in staged.items():
-        paths[role] = out / path.name
-        os.replace(path, paths[role])
     return paths
