@@ -25,6 +25,7 @@ no outcome.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -171,8 +172,6 @@ class Campaign:
         for t in self.targets:
             if t != self.output.layer and self.output.layer not in descendants(
                     self.loaded.graph, t):
-                import sys
-
                 print(f"classes-tool: warning: '{t}' does not reach the scored output "
                       f"'{self.output.layer}', so its faults are all masked (output_name in the "
                       "config chooses the output)", file=sys.stderr)
@@ -202,8 +201,6 @@ class Campaign:
             raise UserError(f"{self.db_path} already exists: continue it with --resume, or "
                             "choose another output folder (--out)")
         if resume and not self.db_path.exists() and not self.quiet:  # a mistyped --out?
-            import sys
-
             print(f"classes-tool: note: nothing to resume in {self.db_path.parent}; starting a "
                   "new campaign there", file=sys.stderr)
         from classes_tool import patcher

@@ -308,9 +308,9 @@ def set_sites(model: keras.Model, site_ids: Sequence[int], layers: Iterable[str]
         if given.min() < -1 or given.max() >= layer.num_sites:
             raise ValueError(f"site ids must lie in [-1, {layer.num_sites - 1}] for {layer.name} "
                              f"({layer.num_sites} sites), got {given.min()}..{given.max()}")
+    given = given.astype(np.int32)  # in range of every chosen layer, so int32 holds it
     for layer in chosen:
         ids = np.full(layer.forced_capacity, -1, dtype=np.int32)
-        given = given.astype(np.int32)
         if len(given) > layer.forced_capacity:
             raise ValueError(f"{len(given)} site ids exceed forced_capacity "
                              f"{layer.forced_capacity} of {layer.name}")
