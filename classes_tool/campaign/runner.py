@@ -225,18 +225,31 @@ class Campaign:
 
         with ResultStore(self.db_path, meta=self.meta()) as store:
             done = store.done_array()
+            if self.labels is not None:  # stored once per input, not with every row
+                store.add_labels(self.labels)
             bar = tqdm(total=total, initial=len(done), disable=self.quiet, unit="eval",
                        desc="campaign", dynamic_ncols=True)
             counts = {"critical_sdc": 0, "all": 0}
+            # outcomes of the rows this run adds, per target; the rows a previous run stored
+            # are counted from the file (reading every row back costs as much as a tenth of
+            # what the campaign itself spends per row on a small model)
+            summary = summarize(store) if len(done) else {}
+            tallies = {plan.name: np.zeros(len(OUTCOMES), np.int64) for plan in self.plans}
             try:
                 for plan in self.plans:
-                    self._run_target(plan, ranges[plan.name], store, done, bar, counts)
+                    self._run_target(plan, ranges[plan.name], store, done, bar, counts,
+                                     tallies[plan.name])
             finally:
                 bar.close()
-            return summarize(store)
+            for target, tally in tallies.items():
+                for outcome, k in zip(OUTCOMES, tally.tolist(), strict=True):
+                    if k:
+                        per_target = summary.setdefault(target, {})
+                        per_target[outcome] = per_target.get(outcome, 0) + k
+            return summary
 
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
-                    bar, counts: dict[str, int]) -> None:
+                    bar, counts: dict[str, int], tally: np.ndarray) -> None:
         import tensorflow as tf
 
         from classes_tool.simulator.sites import generate_sites
@@ -295,7 +308,6 @@ class Campaign:
                                     tf.int32), *map(tf.constant, site_args)]
             return q, local, inputs, faults, args
 
-        labels = self.labels
         with background_thread() as writer:
             pending: deque = deque()
             try:
@@ -317,12 +329,13 @@ class Campaign:
                     if len(pending) >= WRITES_AHEAD:
                         pending.popleft().result()
                     pending.append(writer.submit(
-                        store.add_arrays, faults, plan.offset + local, inputs, classified,
-                        None if labels is None else labels[inputs]))
+                        store.add_arrays, faults, plan.offset + local, inputs, classified))
                     counts["all"] += n
                     counts["critical_sdc"] += int(
                         (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
-                    bar.update(int((~stored[q]).sum()))
+                    new = ~stored[q]
+                    tally += np.bincount(classified["outcome"][new], minlength=len(OUTCOMES))
+                    bar.update(int(new.sum()))
                     # every fault meets all m inputs: whole faults done = evaluations done // m
                     bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
                                         f"{counts['critical_sdc'] / counts['all']:.1%}, "
@@ -509,14 +522,9 @@ def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
             pass
 
 
-def summarize(store: ResultStore) -> dict[str, Any]:
+def summarize(store: ResultStore) -> dict[str, dict[str, int]]:
     """Outcome counts per target from the store."""
-    summary: dict[str, dict[str, int]] = {}
-    for row in store.connection.execute(
-            "SELECT f.target, r.outcome, COUNT(*) FROM results r JOIN faults f "
-            "USING (fault_index) GROUP BY f.target, r.outcome"):
-        summary.setdefault(row[0], {})[row[1]] = row[2]
-    return summary
+    return store.outcome_counts()
 
 
 def format_summary(summary: dict[str, dict[str, int]], confidence: float = 0.95) -> str:

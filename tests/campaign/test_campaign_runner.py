@@ -16,6 +16,7 @@ from helpers import MODELS
 
 import classes_tool
 from classes_tool.campaign.runner import Campaign, suffix_graph
+from classes_tool.campaign.store import ResultStore
 from classes_tool.cli import main
 from classes_tool.errors import UserError
 from classes_tool.graph import build_model, read_model
@@ -139,10 +140,13 @@ def test_aligned_batches_with_a_last_partial_fault_group_and_resume(tmp_path):
     half = tmp_path / "half"
     Campaign(cfg, out=half, quiet=True).run()
     with sqlite3.connect(half / "results.db") as conn:
-        conn.execute("DELETE FROM results WHERE fault_index >= 2 OR "
+        conn.execute("DELETE FROM result_rows WHERE fault_index >= 2 OR "
                      "(fault_index = 1 AND input_index >= 20)")
-    Campaign(cfg, out=half, quiet=True).run(resume=True)
+    summary = Campaign(cfg, out=half, quiet=True).run(resume=True)
     assert _rows(half / "results.db") == full
+    # the summary adds the outcomes of the rows it stored to those a previous run had stored
+    with ResultStore(half / "results.db") as store:
+        assert summary == store.outcome_counts() and sum(summary["conv3"].values()) == 250
     pairs = tmp_path / "pairs"
     Campaign(_config(tmp_path, inputs=50, faults=5, batch_size=100,
                      targets={"nodes": ["conv3"]}), out=pairs, quiet=True).run()
@@ -160,7 +164,10 @@ def test_same_seed_same_results_whatever_the_batch_size(tmp_path):
 
 
 def test_existing_results_need_resume_and_a_matching_config(tmp_path):
-    Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run()
+    summary = Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run()
+    with ResultStore(tmp_path / "r" / "results.db") as store:  # counted as stored
+        assert summary == store.outcome_counts() and set(summary) == {"conv2", "fc1"}
+    assert Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run(resume=True) == summary
     with pytest.raises(UserError, match="--resume"):
         Campaign(_config(tmp_path), out=tmp_path / "r", quiet=True).run()
     with pytest.raises(UserError, match="different config"):

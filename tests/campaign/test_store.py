@@ -158,7 +158,7 @@ def test_rows_from_classification_round_trip(tmp_path):
     golden = np.array([[0.8, 0.2], [0.3, 0.7], [0.5, 0.5]])
     faulty = np.array([[0.8, 0.2], [0.9, 0.1], [np.nan, 0.5]])
     c = classify(golden, faulty)
-    rows = rows_from_classification([0, 0, 1], [0, 1, 0], c, labels=[0, 1, None])
+    rows = rows_from_classification([0, 0, 1], [0, 1, 2], c, labels=[0, 1, None])
     with ResultStore(tmp_path / "r.db", META) as st:
         st.add([{"fault_index": 0, "target": "a", "pattern": "p", "params": {}},
                 {"fault_index": 1, "target": "a", "pattern": "p", "params": {}}], rows)
@@ -166,6 +166,74 @@ def test_rows_from_classification_round_trip(tmp_path):
     assert [r["outcome"] for r in got] == ["masked", "critical_sdc", "due"]
     assert [r["label"] for r in got] == [0, 1, None]
 
+
+def test_a_label_belongs_to_its_input(tmp_path):
+    """Labels are stored once per input: a row without one reads its input's label back, and a
+    second, different label for an input is a bug that rolls the batch back."""
+    with ResultStore(tmp_path / "r.db", META) as st:
+        f, r = batch(0)
+        st.add(f, r)
+        unlabelled = [dict(x, label=None) for x in batch(1)[1]]
+        st.add(batch(1)[0], unlabelled)
+        assert [x["label"] for x in st.results() if x["fault_index"] == 2] == [0, 1, 2, 3, 4]
+        f2, r2 = batch(2)
+        with pytest.raises(ValueError, match="input 3 is given label 7 but has label 3"):
+            st.add(f2, [dict(x, label=7) if x["input_index"] == 3 else x for x in r2])
+        with pytest.raises(ValueError, match="input 1 is given two labels in one batch"):
+            st.add_arrays(f2, [4, 5], [1, 1], {"outcome": np.array([0, 0]),
+                                               "sdc5": np.zeros(2, bool),
+                                               "rel_error": np.zeros(2),
+                                               "golden_top1": np.zeros(2, int),
+                                               "faulty_top1": np.zeros(2, int)},
+                          np.array([1, 2]))
+        assert st.count() == 20 and len(st.faults()) == 4  # the failed batches left nothing
+        assert st.connection.execute("SELECT COUNT(*) FROM inputs").fetchone()[0] == 5
+
+
+FLAT_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE faults (fault_index INTEGER PRIMARY KEY, target TEXT NOT NULL, pattern TEXT NOT NULL,
+                     params TEXT NOT NULL);
+CREATE TABLE results (fault_index INTEGER NOT NULL REFERENCES faults(fault_index),
+                      input_index INTEGER NOT NULL, outcome TEXT NOT NULL, sdc5 INTEGER NOT NULL,
+                      rel_error REAL, golden_top1 INTEGER, faulty_top1 INTEGER, label INTEGER,
+                      PRIMARY KEY (fault_index, input_index));
+"""
+
+
+def test_a_file_with_the_earlier_flat_results_table_is_read_then_converted(tmp_path):
+    """A database written before rows were split (one flat `results` table, outcome names in
+    every row) reads as it is, and its first write converts it: resuming it gives the rows of
+    a database written in the current layout."""
+    db = tmp_path / "flat.db"
+    con = sqlite3.connect(db)
+    con.executescript(FLAT_SCHEMA)
+    f0, r0 = batch(0)
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in META.items()])
+    con.executemany("INSERT INTO faults VALUES (?, ?, ?, ?)",
+                    [(f["fault_index"], f["target"], f["pattern"], json.dumps(f["params"]))
+                     for f in f0])
+    con.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(x["fault_index"], x["input_index"], x["outcome"], int(x["sdc5"]),
+                      None if math.isnan(x["rel_error"]) else x["rel_error"], x["golden_top1"],
+                      x["faulty_top1"], x["label"]) for x in r0])
+    con.commit()
+    con.close()
+    with ResultStore(tmp_path / "new.db", META) as st:
+        st.add(f0, r0)
+        st.add(*batch(1))
+        want = as_text(st.results())
+    with ResultStore(db, must_exist=True) as st:  # a reader leaves the file as it is
+        assert as_text(st.results()) == want[:10] and st.count() == 10
+        assert st.done_pairs() == {(f, i) for f in range(2) for i in range(5)}
+    with ResultStore(db, META) as st:
+        assert st.add(*batch(1)) == 10
+        assert as_text(st.results()) == want
+    con = sqlite3.connect(db)
+    kinds = dict(con.execute("SELECT name, type FROM sqlite_master"))
+    con.close()
+    assert kinds["results"] == "view" and kinds["result_rows"] == "table"
+    assert "flat_results" not in kinds
 
 
 def test_a_batch_split_over_several_statements_and_outcome_codes(tmp_path):
@@ -210,7 +278,7 @@ WRITER = textwrap.dedent("""
             # kill -9 ourselves inside batch `kill_at`: its fault and result rows all written,
             # its COMMIT started but not done (the trace runs as a statement begins)
             global inserts
-            if sql.startswith("INSERT OR IGNORE INTO results"):
+            if sql.startswith("INSERT OR IGNORE INTO result_rows"):
                 inserts += 1
             elif sql == "COMMIT" and inserts == kill_at + 1:
                 os.kill(os.getpid(), signal.SIGKILL)
