@@ -320,7 +320,7 @@ class Campaign:
                                       "faulty_top1": golden_top1[inputs],
                                       "golden_top1": golden_top1[inputs]}
                     else:
-                        parts = {k: v.numpy()[:n] for k, v in step(*args).items()}
+                        parts = {k: v.numpy()[:n] for k, v in step(*args)[0].items()}
                         classified = finish_classification(
                             **parts, golden_top1=golden_top1[inputs],
                             golden_at_top=golden_at_top[inputs])
@@ -423,31 +423,36 @@ class Campaign:
                 empty = [np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(2, np.int32)]
             no_sites = [[c, np.full(size, -1, np.int32), *empty] for c in chunks]
 
-        # Golden scores come from the very graph the faults run through, at the same batch
-        # size, so a fault that changes nothing compares equal bit for bit.
-        faulty = tf.function(faulty, autograph=False, input_signature=signature)
-        faulty_fn = faulty.get_concrete_function()
-        golden_scores = np.concatenate([faulty_fn(*map(tf.constant, args)).numpy()
+        # One traced graph serves the golden pass and every fault: the golden scores come from
+        # the very graph the faults run through, at the same batch size, so a fault that
+        # changes nothing compares equal bit for bit (and TensorFlow traces and optimises one
+        # graph, not two). The per-input golden terms it compares against are variables, set
+        # once the golden pass has measured them.
+        classes = int(np.prod(suffix.outputs[0].shape[1:]))
+        rows = size if mode == "aligned" else m  # aligned: tiled to the batch's rows
+        order = ("golden", "top1", "bound")
+        term_vars = [tf.Variable(tf.zeros((rows, classes), tf.float64), trainable=False),
+                     tf.Variable(tf.zeros((rows,), tf.int32), trainable=False),
+                     tf.Variable(tf.zeros((rows, classes), tf.float64), trainable=False)]
+
+        def step(*args):
+            out = faulty(*args)
+            per_row = ([v.value() for v in term_vars] if mode == "aligned" else
+                       [tf.gather(v, args[0]) for v in term_vars])
+            return classification_parts_graph(out, *per_row), out
+
+        step = tf.function(step, autograph=False, input_signature=signature)
+        # the traced graph itself: calling it skips the per-call signature matching
+        step = step.get_concrete_function()
+        golden_scores = np.concatenate([step(*map(tf.constant, args))[1].numpy()
                                         for args in no_sites])
         golden_scores = golden_scores[:m].astype(np.float64)
         check_golden(golden_scores)
         terms = golden_terms(golden_scores, **self.config.tolerance)
-        order = ("golden", "top1", "bound")
-        if mode == "aligned":  # row j * m + i of a batch is input i
-            tiled_terms = [tf.constant(np.concatenate([terms[k]] * per_batch)) for k in order]
-
-            def step(*args):
-                return classification_parts_graph(faulty_fn(*args), *tiled_terms)
-        else:
-            per_input = [tf.constant(terms[k]) for k in order]
-
-            def step(*args):
-                return classification_parts_graph(
-                    faulty_fn(*args), *(tf.gather(t, args[0]) for t in per_input))
-
-        step = tf.function(step, autograph=False, input_signature=signature)
-        # the traced graph itself: calling it skips the per-call signature matching
-        return step.get_concrete_function(), terms
+        for var, key in zip(term_vars, order, strict=True):
+            var.assign(np.concatenate([terms[key]] * per_batch) if mode == "aligned"
+                       else terms[key])
+        return step, terms
 
     def export_csv(self, path: str | Path) -> Path:
         """Write every stored row to a CSV file (atomically)."""

@@ -465,13 +465,15 @@ def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, 
         out = seen["step"](ids, tf.fill((size,), -1), tf.zeros((1, flat), tf.bool),
                            tf.zeros((1, flat)))
     rows = np.arange(size) % inputs  # the input of each row, in both layouts
-    got = finish_classification(**{k: v.numpy() for k, v in out.items()},
+    parts, scores = out  # the step returns the outcome parts and the scores
+    assert scores.shape == (size, 10)
+    got = finish_classification(**{k: v.numpy() for k, v in parts.items()},
                                 golden_top1=seen["terms"]["top1"][rows],
                                 golden_at_top=seen["terms"]["at_top"][rows])
     assert got["outcome"].tolist() == [0] * size  # OUTCOMES[0] == "masked"
     assert not got["rel_error"].any()
     # not merely within tolerance: the very golden scores, bit for bit
-    assert out["faulty_at_top"].numpy().tolist() == seen["terms"]["at_top"][rows].tolist()
+    assert parts["faulty_at_top"].numpy().tolist() == seen["terms"]["at_top"][rows].tolist()
 
 
 def test_other_tensors_tiled_in_the_step_when_a_tiled_copy_would_be_too_big(tmp_path,
