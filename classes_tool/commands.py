@@ -25,6 +25,11 @@ def cmd_campaign(args: argparse.Namespace) -> None:
     if target == "snn":
         from classes_tool.snn.runner import run_snn_campaign_from_config
 
+        if args.resume:
+            raise UserError("an SNN campaign runs in one piece and keeps no partial results, "
+                            "so there is nothing to resume; --resume applies to layers "
+                            "campaigns (systolic ones always continue their database)")
+
         raw = _rebase(raw, Path(args.config).resolve().parent, ("model", "data", "output"))
         out = args.out or raw.get("output") or Path("runs") / Path(args.config).stem
         seed = args.seed if args.seed is not None else raw.get("seed", 0)

@@ -279,8 +279,13 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
     {name: path}.
 
     `out_dir` is created only after the config, model and data were checked and the campaign
-    ran, so a mistake in any of them leaves no output behind.
+    ran, so a mistake in any of them leaves no output behind. A folder that already holds an
+    SNN campaign's results is refused before anything runs: they are not overwritten.
     """
+    db = Path(out_dir) / "results.sqlite"
+    if db.exists():
+        raise UserError(f"{db} already holds an SNN campaign's results: choose another output "
+                        "folder (--out), or delete that one")
     camp, x, y = build_campaign(config, seed, Path.cwd(), source)
     res = camp.run((x, y), progress="silent" if quiet else "pbar",
                    batch_size=config.get("batch_size", 128),
@@ -290,9 +295,6 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"campaign": camp.save(out / "campaign.json")}
     files["campaign_npz"] = out / "campaign.npz"
-    db = out / "results.sqlite"
-    if db.exists():
-        db.unlink()
     meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": camp.seed,
             "samples": int(len(x)), "rounds": len(camp.rounds), "duration_s": camp.duration}
     files["store"] = write_store(res, db, meta)

@@ -14,7 +14,7 @@ from classes_tool.errors import UserError  # noqa: E402
 from classes_tool.snn.runner import run_snn_campaign_from_config  # noqa: E402
 
 
-def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch):
+def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, capsys):
     keras.utils.set_random_seed(2)
     layers = [keras.layers.Dense(6, name="fc1"), snn.LIF(0.8, 0.5, name="lif1"),
               keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
@@ -43,3 +43,18 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch):
     assert "dead_neuron" in (tmp_path / "out" / "snn_by_fault_model.md").read_text()
     with pytest.raises(UserError):
         run_snn_campaign_from_config(dict(config, rounds=[{"bogus": {}}]), tmp_path / "o2")
+    # a second campaign into the same folder is refused: the first one's results stay
+    stored = (tmp_path / "out" / "results.sqlite").read_bytes()
+    with pytest.raises(UserError, match="already holds an SNN campaign's results"):
+        run_snn_campaign_from_config(config, tmp_path / "out", seed=1, quiet=True)
+    assert (tmp_path / "out" / "results.sqlite").read_bytes() == stored
+    # the command line says so in one line, and refuses --resume, which an SNN run cannot do
+    import yaml
+
+    from classes_tool.cli import main
+
+    (tmp_path / "snn.yaml").write_text(yaml.safe_dump(config))
+    for extra, message in (([], "already holds"), (["--resume"], "nothing to resume")):
+        assert main(["campaign", "snn.yaml", "--out", "out", "--quiet", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
