@@ -79,6 +79,34 @@ def _check_params(name: str, params: dict) -> None:
     missing = [k for k in REQUIRED.get(name, ()) if k not in params]
     if missing:
         raise UserError(f"SNN fault model {name!r} needs {', '.join(map(repr, missing))}")
+    _check_ranges(name, params)
+
+
+def _check_ranges(name: str, params: dict) -> None:
+    """Values no fault of the model could use, refused when it is made (the bounds that depend
+    on the network, a step within its time steps, are checked when a fault is drawn)."""
+    def refuse(key: str, must: str) -> None:
+        raise UserError(f"SNN fault model {name!r}: parameter {key!r} must {must}, got "
+                        f"{params[key]!r}")
+
+    if "prob" in params and not 0.0 <= params["prob"] <= 1.0:
+        refuse("prob", "lie in [0, 1]")
+    if "value" in params and name in ("stuck_neuron", "random_neuron") and \
+            params["value"] not in (0, 1):
+        refuse("value", "be 0 or 1 (no spike or a spike)")
+    if "polarity" in params and params["polarity"] not in (-1, 1):
+        refuse("polarity", "be 1 or -1")
+    if "scale" in params and not params["scale"] > 0:
+        refuse("scale", "be positive")
+    if "zero_point" in params and not -128 <= params["zero_point"] <= 127:
+        refuse("zero_point", "lie in [-128, 127]")
+    if "step" in params and params["step"] < 0:
+        refuse("step", "be at least 0")
+    if "bit" in params:
+        fmt = params.get("format", "float32" if name == "membrane_bitflip" else "int8")
+        bits = 32 if fmt == "float32" else 8
+        if not 0 <= params["bit"] < bits:
+            refuse("bit", f"lie in 0..{bits - 1} for {fmt}")
 
 
 TUKEY_K = {"mild": 2.25, "extreme": 4.5}  # inside (1.5, 3] IQR = mild band; beyond 3 = extreme

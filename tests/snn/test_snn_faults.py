@@ -313,6 +313,16 @@ def test_classes_are_half_open():
     ({"name": "membrane_bitflip", "bit": 2.5}, "parameter 'bit' must be an integer"),
     ({"name": "saturated_synapse", "fence": "wide"}, "must be 'mild' or 'extreme'"),
     ({"name": "dead_neuron", "prob": 0.5}, "(it takes none)"),
+    ({"name": "stuck_neuron", "prob": 1.5}, "parameter 'prob' must lie in [0, 1], got 1.5"),
+    ({"name": "random_neuron", "prob": -0.1}, "'prob' must lie in [0, 1]"),
+    ({"name": "stuck_neuron", "value": 0.5}, "'value' must be 0 or 1 (no spike or a spike)"),
+    ({"name": "saturated_synapse", "polarity": 0}, "'polarity' must be 1 or -1, got 0"),
+    ({"name": "synapse_bitflip", "scale": 0}, "'scale' must be positive"),
+    ({"name": "synapse_bitflip", "zero_point": 300}, "'zero_point' must lie in [-128, 127]"),
+    ({"name": "spike_flip", "step": -1}, "'step' must be at least 0"),
+    ({"name": "synapse_bitflip", "bit": 8}, "'bit' must lie in 0..7 for int8"),
+    ({"name": "membrane_bitflip", "bit": 32}, "'bit' must lie in 0..31 for float32"),
+    ({"name": "membrane_bitflip", "format": "int8", "bit": 9}, "must lie in 0..7 for int8"),
 ])
 def test_fault_model_parameters_are_checked_when_made(data, message):
     """Before the campaign, not when the first fault of that model runs."""
