@@ -8,7 +8,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
 
-from classes_tool.simulator.layer import (  # noqa: E402  (after the environment)
+from classes_tool.tf_startup import import_tensorflow  # noqa: E402  (after the environment)
+
+import_tensorflow()  # first, and without the lines it prints while it loads
+
+from classes_tool.simulator.layer import (  # noqa: E402
     ErrorSimulator,
     set_injection,
     set_sites,

@@ -1,0 +1,50 @@
+"""TensorFlow's start-up lines stay off stderr; everything else an import writes gets through."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classes_tool.tf_startup import import_tensorflow, without_startup_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+         "I0000 00:00:1795477177.852532    2553 port.cc:153] oneDNN custom operations are on. "
+         "You may see slightly different numerical results due to floating-point round-off "
+         "errors from different computation orders. To turn them off, set the environment "
+         "variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
+
+
+def test_only_the_known_lines_are_dropped():
+    text = NOISE + "a real warning\n" + NOISE + "I0000 other.cc:1] oneDNN elsewhere\n"
+    assert without_startup_noise(text) == "a real warning\nI0000 other.cc:1] oneDNN elsewhere\n"
+
+
+def test_what_an_import_writes_to_the_file_descriptor_gets_through_but_the_noise(
+        tmp_path, monkeypatch, capfd):
+    (tmp_path / "noisy_module.py").write_text(
+        "import os\n"
+        f"os.write(2, {NOISE.encode()!r} + b'kept line\\n')\n"
+        "raise ImportError('the real failure')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with pytest.raises(ImportError, match="the real failure"):
+        import_tensorflow("noisy_module")
+    assert capfd.readouterr().err == "kept line\n"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TensorFlow's log
+    with pytest.raises(ImportError):
+        import_tensorflow("noisy_module")
+    assert capfd.readouterr().err == NOISE + "kept line\n"
+
+
+@pytest.mark.slow
+def test_a_command_given_a_missing_file_prints_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "classes_tool.cli", "describe",
+                           str(tmp_path / "missing.h5")], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"classes-tool: error: model file not found: "
+                                        f"{tmp_path / 'missing.h5'}"]
