@@ -9,8 +9,9 @@ part after the injected layer) on the same batch size, two ways: including the o
 costs once the campaign runs. Every figure is the best of three rounds that alternate the
 campaigns, the naive loop and the golden suffix, so that all of them see the same minutes of the
 machine. The golden suffix runs as many batches per round as the campaign does, so that both are
-timed over as long a stretch (the best of short bursts reads lower on a machine whose speed
-drifts); the figure from bursts of 50 batches, the earlier way, is printed beside it. The
+timed over as long a stretch (the best of short bursts can read lower on a machine whose speed
+drifts over seconds); the figure from bursts of 50 batches, the earlier way, is printed beside
+it. The
 delayed-start bound (naive cost / golden suffix cost per
 evaluation) is printed too: no engine that runs the suffix per fault can beat it. So is the
 CPU work per evaluation besides TensorFlow (site drawing, result storing, timed alone), which
@@ -83,8 +84,8 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
     run = tf.function(lambda b: suffix(b if len(b) > 1 else b[0], training=False))
     run(batch)
     # as many batches as the campaign runs, so that both are timed over as long a stretch of
-    # the machine; bursts of 50 are timed too: their best reads lower on this machine
-    # (its speed drifts over seconds), which would flatter the baseline
+    # the machine; bursts of 50 are timed too: their best can read lower where the machine's
+    # speed drifts over seconds, which would flatter the baseline
     rounds, burst = max(1, evals // 512), max(1, min(evals // 512, 50))
 
     def golden_round(calls: int) -> float:
