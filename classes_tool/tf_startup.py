@@ -4,9 +4,12 @@ Why: TensorFlow 2.21 writes lines such as "All log messages before absl::Initial
 called are written to STDERR" and "oneDNN custom operations are on" from C++ while it loads,
 whatever ``TF_CPP_MIN_LOG_LEVEL`` says. A command given a missing file would print four such
 lines before its one-line error. So the import runs with the process's stderr (file descriptor
-2, where C++ writes) sent to a temporary file; afterwards everything it caught is written back
-except those known lines. A Python error raised by the import is written back too, and
-``TF_CPP_MIN_LOG_LEVEL=0`` (a user who wants TensorFlow's log) turns the filter off.
+2, where C++ writes) sent through a pipe to a forked filter process, which passes on everything
+but those known lines as it comes. Being a separate process, the filter still passes on the
+last words of an import that aborts the interpreter (a fatal check in TensorFlow's C++).
+
+Not filtered: where the process already runs other threads (forking it would not be safe),
+has no fork or no stderr, and when ``TF_CPP_MIN_LOG_LEVEL=0`` (a user who wants TF's log).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import importlib
 import os
 import re
 import sys
-import tempfile
+import threading
 
 #: The lines TensorFlow prints while it loads, whatever the log level (matched whole).
 STARTUP_NOISE = (
@@ -33,22 +36,34 @@ def without_startup_noise(text: str) -> str:
 
 def import_tensorflow(module: str = "tensorflow") -> None:
     """``import tensorflow``, keeping `STARTUP_NOISE` off stderr (see the module docstring)."""
-    if module in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+    if (module in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0"
+            or not hasattr(os, "fork") or threading.active_count() > 1):
         importlib.import_module(module)
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile() as caught:
-            os.dup2(caught.fileno(), 2)
-            try:
-                importlib.import_module(module)
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                caught.seek(0)
-                kept = without_startup_noise(caught.read().decode("utf-8", "replace"))
-                if kept:
-                    os.write(2, kept.encode("utf-8"))
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        importlib.import_module(module)
+        return
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # the filter: until every writer is gone, pass on all but the noise
+        os.close(write_end)
+        try:
+            with os.fdopen(read_end, "rb") as caught:
+                for line in caught:
+                    if without_startup_noise(line.decode("utf-8", "replace")):
+                        os.write(saved, line)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        importlib.import_module(module)
     finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the filter drains it and exits
         os.close(saved)
+        os.waitpid(child, 0)

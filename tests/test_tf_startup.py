@@ -39,6 +39,22 @@ def test_what_an_import_writes_to_the_file_descriptor_gets_through_but_the_noise
     assert capfd.readouterr().err == NOISE + "kept line\n"
 
 
+def test_the_last_words_of_an_import_that_aborts_get_through(tmp_path):
+    """A fatal check in TensorFlow's C++ aborts the process mid-import: what it wrote first
+    still reaches stderr (the filter is a process of its own)."""
+    (tmp_path / "dying_module.py").write_text(
+        "import os\n"
+        f"os.write(2, {NOISE.encode()!r} + b'F0000 fatal: this CPU lacks AVX\\n')\n"
+        "os.abort()\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from classes_tool.tf_startup import import_tensorflow; "
+         "import_tensorflow('dying_module')"], capture_output=True, text=True, timeout=120,
+        env=dict(env, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])))
+    assert done.returncode != 0
+    assert done.stderr == "F0000 fatal: this CPU lacks AVX\n"
+
+
 @pytest.mark.slow
 def test_a_command_given_a_missing_file_prints_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
