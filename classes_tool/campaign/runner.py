@@ -226,7 +226,12 @@ class Campaign:
         with ResultStore(self.db_path, meta=self.meta()) as store:
             done = store.done_array()
             if self.labels is not None:  # stored once per input, not with every row
-                store.add_labels(self.labels)
+                try:
+                    store.add_labels(self.labels)
+                except ValueError as exc:
+                    raise UserError(f"{self.db_path}: {exc}: the data's labels are not those "
+                                    "the stored results were computed with; use a new output "
+                                    "folder") from None
             bar = tqdm(total=total, initial=len(done), disable=self.quiet, unit="eval",
                        desc="campaign", dynamic_ncols=True)
             counts = {"critical_sdc": 0, "all": 0}
@@ -246,7 +251,7 @@ class Campaign:
                     if k:
                         per_target = summary.setdefault(target, {})
                         per_target[outcome] = per_target.get(outcome, 0) + k
-            return summary
+            return {p.name: summary[p.name] for p in self.plans if p.name in summary}
 
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
                     bar, counts: dict[str, int], tally: np.ndarray) -> None:

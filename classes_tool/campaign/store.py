@@ -117,6 +117,10 @@ def _opt_float(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
+class _Probed(Exception):
+    """Rolls back the write that `ResultStore._claim` makes to see that it can write."""
+
+
 class ResultStore:
     """Durable campaign results in one SQLite file (see the module docstring).
 
@@ -136,22 +140,64 @@ class ResultStore:
             raise UserError(f"result database not found: {self.path}")
         if not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: a campaign hands its writes to one writer thread (one at a
-        # time, never concurrently with the owner), so that SQLite works while TF computes
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # a reader (must_exist, no meta) opens the file read-only and changes nothing in it
+        self._reading = must_exist and meta is None
+        self._conn: Any = None
+        self._lock: Any = None
         self._insert_statements: dict[int, str] = {}
-        variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(512, variables // len(_RESULT_INSERT_COLUMNS)))
         try:
+            self._conn = self._connect()
+            variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._rows_per_statement = max(1, min(512, variables // len(_RESULT_INSERT_COLUMNS)))
             self._setup(existed)
+            if not self._reading:
+                self._claim()
             if meta:
                 self._merge_meta(dict(meta))
         except sqlite3.DatabaseError as exc:
-            self._conn.close()
+            self.close()
             raise UserError(f"{self.path} is not a readable result database ({exc})") from None
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: a campaign hands its writes to one writer thread (one at a
+        # time, never concurrently with the owner), so that SQLite works while TF computes
+        if not self._reading:
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError:  # WAL file in a folder it cannot write: as it is
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+
+    def _claim(self) -> None:
+        """A writer makes sure that it can write the file and that it is the only writer: two
+        campaigns adding to one database would each count the other's rows as their own."""
+        try:  # a row written and rolled back: SQLite opens a file it may not write read-only
+            with self._transaction():
+                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('', 'null')")
+                raise _Probed
+        except _Probed:
+            pass
+        except sqlite3.OperationalError as exc:
+            raise UserError(f"{self.path} cannot be written ({exc}); a finished campaign's "
+                            "results can still be reported") from None
+        try:
+            import fcntl
+        except ImportError:  # not Unix: no lock, as SQLite's own locking allows
+            return
+        self._lock = open(self.path, "rb")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{self.path} is being written by another campaign: wait for it to "
+                            "finish, or choose another output folder") from None
 
     def _setup(self, existed: bool) -> None:
         c = self._conn
@@ -162,9 +208,10 @@ class ResultStore:
             if not {"meta", "faults", "results"} <= set(kinds):
                 raise UserError(f"{self.path} is an SQLite file but not a campaign result database "
                                 f"(tables: {', '.join(sorted(kinds)) or 'none'})")
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
-        c.execute("PRAGMA foreign_keys=ON")
+        if not self._reading:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA foreign_keys=ON")
         c.execute("PRAGMA busy_timeout=10000")
         # a file of an earlier version keeps its flat `results` table until its first write
         self._flat = kinds.get("results") == "table"
@@ -496,8 +543,13 @@ class ResultStore:
         return self._conn
 
     def close(self) -> None:
-        """Close the database (all batches are already committed)."""
-        self._conn.close()
+        """Close the database (all batches are already committed) and release the writer's
+        lock."""
+        if self._conn is not None:
+            self._conn.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> ResultStore:
         return self

@@ -351,3 +351,33 @@ def test_kill_9_from_outside_keeps_whole_batches_and_resume_equals_uninterrupted
     n = whole_batches(db)
     assert committed < n < total  # every batch reported committed is there, and no more than run
     resume_and_compare(tmp_path, db, stop=n + 3)
+
+
+def test_a_reader_opens_read_only_and_changes_nothing(tmp_path):
+    """The report reads a file it may not write (a read-only file, an earlier-layout file in
+    rollback-journal mode) without touching it."""
+    db = tmp_path / "flat.db"
+    con = sqlite3.connect(db)
+    con.executescript(FLAT_SCHEMA)
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    db.chmod(0o444)
+    try:
+        with ResultStore(db, must_exist=True) as st:
+            assert st.count() == 0 and st.outcome_counts() == {}
+        assert db.read_bytes() == before  # still in its own journal mode, untouched
+    finally:
+        db.chmod(0o644)
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
+    db = tmp_path / "r.db"
+    with ResultStore(db, META) as st:
+        st.add(*batch(0))
+        with pytest.raises(UserError, match="being written by another campaign"):
+            ResultStore(db, META)
+        with ResultStore(db, must_exist=True) as reader:  # readers are welcome meanwhile
+            assert reader.count() == 10
+    with ResultStore(db, META) as st:  # the first one closed: free again
+        assert st.count() == 10
