@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from classes_tool.config_checks import check_seed, is_int, positive_int, reject_unknown_keys
+from classes_tool.data import labels
 from classes_tool.errors import UserError
-from classes_tool.files import write_text_atomic
+from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.snn import plots
 from classes_tool.snn.faults import Fault, FaultModel
 from classes_tool.snn.metrics import CLASSES, Results, softmax
@@ -164,11 +165,13 @@ def _load_data(config: dict, base: Path, time_steps: int):
             x = layers.repeat_encode(x, steps)
         else:
             x = layers.latency_encode(x, steps)
-    n = config.get("samples")  # a positive integer (validate_config)
-    if n is not None:
-        x, y = x[:n], (None if y is None else y[:n])
     if y is not None and len(y) != len(x):
         raise UserError(f"data {p}: {len(x)} inputs in x but {len(y)} labels in y")
+    n = config.get("samples")  # a positive integer (validate_config)
+    if n is not None:
+        x = x[:n]
+    if y is not None:  # one integer class per sample, as in every campaign (one-hot: argmax)
+        y = labels({"y": y}, len(x), f"data {p}")
     return x, y, p
 
 
@@ -256,7 +259,9 @@ def write_store(results: Results, db_path: Path, meta: dict) -> Path:
 
     n = results.golden_scores.shape[0]
     g = softmax(results.golden_scores)
-    with ResultStore(db_path, meta) as store:
+    # written whole, then moved into place: a run that fails here leaves no partial store
+    # behind (which would also make the next run refuse the folder)
+    with atomic_path(db_path) as tmp, ResultStore(tmp, meta) as store:
         for r, info in enumerate(results.info):
             c = classify(g, softmax(results.scores[r]))
             rows = [{"fault_index": r, "input_index": i, "outcome": str(c["outcome"][i]),

@@ -58,3 +58,33 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, ca
         assert main(["campaign", "snn.yaml", "--out", "out", "--quiet", *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+
+
+def test_one_hot_labels_and_a_failed_store_leaves_nothing_behind(tmp_path, monkeypatch):
+    """One-hot `y` is read as class indices (as in a layers campaign), and a run that fails
+    while writing its store leaves no partial results.sqlite to block the next run."""
+    keras.utils.set_random_seed(2)
+    layers = [keras.layers.Dense(6, name="fc1"), snn.LIF(0.8, 0.5, name="lif1"),
+              keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
+    snn.unroll(layers, (6, 4)).save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 8)
+    np.savez(tmp_path / "d.npz", x=rng.random((8, 4)).astype(np.float32), y=np.eye(3)[y])
+    monkeypatch.chdir(tmp_path)
+    config = {"target": "snn", "name": "t", "model": "m.keras", "data": "d.npz",
+              "encode": {"kind": "rate", "time_steps": 6, "seed": 1},
+              "rounds": [{"inject": [{"model": "dead_neuron", "layer": "lif1", "count": 2}]}]}
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(ResultStore, "add", broken)
+        with pytest.raises(OSError, match="disk full"):
+            run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp.sqlite")] == []
+    files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    with ResultStore(files["store"], must_exist=True) as store:
+        rows = store.results()
+    assert len(rows) == 8 and [r["label"] for r in rows] == y.tolist()
