@@ -91,6 +91,9 @@ def _check_ranges(name: str, params: dict) -> None:
 
     if "prob" in params and not 0.0 <= params["prob"] <= 1.0:
         refuse("prob", "lie in [0, 1]")
+    if "prob" in params and "value" in params:
+        raise UserError(f"SNN fault model {name!r}: give 'prob' (a neuron spiking at random) "
+                        "or 'value' (stuck at 0 or 1), not both")
     if "value" in params and name in ("stuck_neuron", "random_neuron") and \
             params["value"] not in (0, 1):
         refuse("value", "be 0 or 1 (no spike or a spike)")

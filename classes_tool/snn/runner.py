@@ -287,6 +287,8 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
     ran, so a mistake in any of them leaves no output behind. A folder that already holds an
     SNN campaign's results is refused before anything runs: they are not overwritten.
     """
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is a file, not an output folder")
     db = Path(out_dir) / "results.sqlite"
     if db.exists():
         raise UserError(f"{db} already holds an SNN campaign's results: choose another output "

@@ -316,6 +316,7 @@ def test_classes_are_half_open():
     ({"name": "stuck_neuron", "prob": 1.5}, "parameter 'prob' must lie in [0, 1], got 1.5"),
     ({"name": "random_neuron", "prob": -0.1}, "'prob' must lie in [0, 1]"),
     ({"name": "stuck_neuron", "value": 0.5}, "'value' must be 0 or 1 (no spike or a spike)"),
+    ({"name": "stuck_neuron", "value": 1, "prob": 0.5}, "give 'prob' (a neuron spiking at"),
     ({"name": "saturated_synapse", "polarity": 0}, "'polarity' must be 1 or -1, got 0"),
     ({"name": "synapse_bitflip", "scale": 0}, "'scale' must be positive"),
     ({"name": "synapse_bitflip", "zero_point": 300}, "'zero_point' must lie in [-128, 127]"),

@@ -48,6 +48,9 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, ca
     with pytest.raises(UserError, match="already holds an SNN campaign's results"):
         run_snn_campaign_from_config(config, tmp_path / "out", seed=1, quiet=True)
     assert (tmp_path / "out" / "results.sqlite").read_bytes() == stored
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match="a_file is a file, not an output folder"):
+        run_snn_campaign_from_config(config, tmp_path / "a_file", seed=1, quiet=True)
     # the command line says so in one line, and refuses --resume, which an SNN run cannot do
     import yaml
 
