@@ -91,6 +91,17 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
     def golden_round(calls: int) -> float:
         return best_of(lambda: [run(batch).numpy() for _ in range(calls)], 1) / (calls * 512)
 
+    # Where the naive way's time goes (what bounds any engine that runs the suffix exactly):
+    # the whole network as a traced function on the same m inputs, and on 512 samples
+    full = tf.function(lambda b: loaded.model(b, training=False))
+    small, big = tf.constant(x), tf.constant(np.concatenate([x] * reps)[:512])
+    full(small)
+    full(big)
+
+    def forward_round() -> tuple[float, float]:
+        return (best_of(lambda: [full(small).numpy() for _ in range(5)], 1) / 5,
+                best_of(lambda: full(big).numpy(), 2) / 512)
+
     # untimed warm-ups: what the first campaign and the first naive predict of a process pay
     # once (imports, TF runtime, tracing) belongs to no measurement
     run_campaign(model_path, data_path, target, faults // 4, inputs, tmp / f"w_{target}")
@@ -98,7 +109,7 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
     # Three rounds, each timing the half and the full campaign, a share of the naive faults
     # and the golden suffix, keeping the best of each: every figure is taken over the same
     # minutes of this (noisy) machine, and a disturbance hits one run, not a whole figure.
-    half = ours = naive = golden = golden_burst = float("inf")
+    half = ours = naive = golden = golden_burst = forward_m = full_per_eval = float("inf")
     share = max(1, naive_faults // ROUNDS)
     for r in range(ROUNDS):
         half = min(half, run_campaign(model_path, data_path, target, faults // 2, inputs,
@@ -108,10 +119,13 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
         naive = min(naive, naive_round(r * share, share))
         golden = min(golden, golden_round(rounds))
         golden_burst = min(golden_burst, golden_round(burst))
+        forward_m, full_per_eval = (min(a, b) for a, b in zip((forward_m, full_per_eval),
+                                                              forward_round(), strict=True))
     marginal = (ours - half) / ((faults - faults // 2) * inputs)
     return {"evals": evals, "ours": ours, "naive": naive, "ours_rate": evals / ours,
             "naive_rate": evals / naive, "per_eval": ours / evals, "marginal": marginal,
-            "golden_per_eval": golden, "golden_burst": golden_burst,
+            "golden_per_eval": golden, "golden_burst": golden_burst, "forward_m": forward_m,
+            "full_per_eval": full_per_eval, "inputs": inputs,
             **host_work(loaded, target, faults, inputs, tmp / f"store_{target}.db")}
 
 
@@ -174,6 +188,14 @@ def main() -> None:
               f"{r['marginal'] / r['golden_burst']:.2f}x); host work beside TF: sites "
               f"{r['sites_per_eval'] * 1e6:.1f} us + store {r['store_per_eval'] * 1e6:.1f} us = "
               f"{(r['sites_per_eval'] + r['store_per_eval']) / g:.2f}x")
+        # bound = (predict per fault / traced forward on the m inputs)
+        #       x (traced forward per input at m / at 512) x (full network / suffix, at 512)
+        per_fault = r["naive"] / (r["evals"] / r["inputs"])
+        print(f"  the bound's factors: Keras predict per fault {per_fault * 1e3:.1f} ms against "
+              f"{r['forward_m'] * 1e3:.1f} ms for the same forward pass as a traced function "
+              f"({per_fault / r['forward_m']:.1f}x); {r['inputs']} inputs per pass against 512 "
+              f"({r['forward_m'] / r['inputs'] / r['full_per_eval']:.1f}x); whole network "
+              f"against the suffix ({r['full_per_eval'] / g:.1f}x)")
     worst = min(results.values(), key=lambda r: r["naive"] / r["ours"])
     print(f"campaign: ratio={worst['naive'] / worst['ours']:.1f} (baseline naive "
           f"{worst['naive_rate']:.0f} evals/s, ours {worst['ours_rate']:.0f} evals/s; "
