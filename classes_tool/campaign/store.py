@@ -117,6 +117,19 @@ def _opt_float(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _outcome_indices(outcome: np.ndarray) -> np.ndarray:
+    """Outcomes given as class names or as indices into `OUTCOMES`, as checked indices."""
+    if outcome.dtype.kind in "iu":
+        if outcome.size and (outcome.min() < 0 or outcome.max() >= len(OUTCOMES)):
+            raise ValueError(f"outcome codes must lie in [0, {len(OUTCOMES)})")
+        return outcome
+    names = outcome.astype(str)
+    unknown = [name for name in names.tolist() if name not in OUTCOMES]
+    if unknown:
+        raise ValueError(f"unknown outcome {unknown[0]!r}; expected one of {OUTCOMES}")
+    return _SORTED_OUTCOME_INDEX[np.searchsorted(_SORTED_OUTCOMES, names)]
+
+
 class _Probed(Exception):
     """Rolls back the write that `ResultStore._claim` makes to see that it can write."""
 
@@ -305,13 +318,9 @@ class ResultStore:
         rolled back. A row without a label reads back its input's label, if one was stored.
         """
         rows = list(results)
-        for r in rows:
-            if str(r["outcome"]) not in OUTCOMES:
-                raise ValueError(f"unknown outcome {str(r['outcome'])!r}; expected one of "
-                                 f"{OUTCOMES}")
+        outcomes = _outcome_indices(np.array([str(r["outcome"]) for r in rows], dtype=str))
         columns = [[int(r["fault_index"]) for r in rows], [int(r["input_index"]) for r in rows],
-                   [OUTCOMES.index(str(r["outcome"])) for r in rows],
-                   [int(bool(r["sdc5"])) for r in rows],
+                   outcomes.tolist(), [int(bool(r["sdc5"])) for r in rows],
                    [_opt_float(r.get("rel_error")) for r in rows],
                    [_opt_int(r.get("golden_top1")) for r in rows],
                    [_opt_int(r.get("faulty_top1")) for r in rows]]
@@ -324,17 +333,7 @@ class ResultStore:
         column without a dict or tuple per row, because a campaign stores hundreds of thousands
         of them. ``outcome`` may hold the class names or their integer indices into
         `OUTCOMES`."""
-        outcome = np.asarray(classified["outcome"])
-        if outcome.dtype.kind in "iu":
-            if outcome.size and (outcome.min() < 0 or outcome.max() >= len(OUTCOMES)):
-                raise ValueError(f"outcome codes must lie in [0, {len(OUTCOMES)})")
-        else:
-            names = outcome.astype(str)
-            unknown = sorted(set(names[~np.isin(names, OUTCOMES)].tolist()))
-            if unknown:
-                raise ValueError(f"unknown outcome {unknown[0]!r}; expected one of {OUTCOMES}")
-            outcome = np.searchsorted(_SORTED_OUTCOMES, names)
-            outcome = _SORTED_OUTCOME_INDEX[outcome]
+        outcome = _outcome_indices(np.asarray(classified["outcome"]))
         rel = np.asarray(classified["rel_error"], float)
         rel_values = rel.astype(object)
         rel_values[np.isnan(rel)] = None  # NaN -> NULL
