@@ -238,7 +238,7 @@ class Campaign:
             # outcomes of the rows this run adds, per target; the rows a previous run stored
             # are counted from the file (reading every row back costs as much as a tenth of
             # what the campaign itself spends per row on a small model)
-            summary = summarize(store) if len(done) else {}
+            summary = store.outcome_counts() if len(done) else {}
             tallies = {plan.name: np.zeros(len(OUTCOMES), np.int64) for plan in self.plans}
             try:
                 for plan in self.plans:
@@ -511,17 +511,12 @@ def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
     """Delete a result database that holds no result row (and its folder, when the run created
     it and nothing else is in it): a campaign that failed before storing anything must not make
     the next run ask for --resume."""
-    import sqlite3
-
     if db_path.is_file() and db_path.stat().st_size:
         try:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-            try:
-                if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]:
+            with ResultStore(db_path, must_exist=True) as store:  # a reader: read-only
+                if store.count():
                     return
-            finally:
-                conn.close()
-        except sqlite3.Error:  # not a result database after all: not ours to delete
+        except UserError:  # not a result database after all: not ours to delete
             return
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
@@ -530,11 +525,6 @@ def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
             db_path.parent.rmdir()
         except OSError:  # not empty (or gone): leave it
             pass
-
-
-def summarize(store: ResultStore) -> dict[str, dict[str, int]]:
-    """Outcome counts per target from the store."""
-    return store.outcome_counts()
 
 
 def format_summary(summary: dict[str, dict[str, int]], confidence: float = 0.95) -> str:
