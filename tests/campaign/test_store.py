@@ -101,9 +101,17 @@ def test_unknown_outcome_and_missing_fault_are_rejected(tmp_path):
         f, r = batch(0)
         with pytest.raises(ValueError, match="unknown outcome"):
             st.add(f, [dict(r[0], outcome="bad")])
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(ValueError, match="fault 12345, which is not stored"):
             st.add([], [dict(r[0], fault_index=12345)])
         assert st.count() == 0
+        # a fault stored by an earlier batch may be named without its row
+        st.add(f, r[:1])
+        assert st.add([], r[1:2]) == 1
+        with pytest.raises(ValueError, match="fault 12345"):  # the whole batch rolls back
+            st.add_arrays(f, [r[2]["fault_index"], 12345], [r[2]["input_index"], 0],
+                          {k: [r[2][k]] * 2 for k in ("outcome", "sdc5", "rel_error",
+                                                       "golden_top1", "faulty_top1")})
+        assert st.count() == 2
 
 
 def test_meta_mismatch_names_the_key(tmp_path):
