@@ -514,6 +514,38 @@ def test_side_work_runs_at_a_lower_priority_than_the_caller():
         assert pool.submit(niceness).result() > niceness() or niceness() == 19
 
 
+def test_prefetched_keeps_order_takes_any_iterable_and_raises_where_consumed():
+    from classes_tool.campaign.runner import prefetched
+
+    pulled = []
+
+    def source():
+        for k in range(7):
+            pulled.append(k)
+            yield k
+
+    for depth in (0, 1, 2, 10):
+        pulled.clear()
+        results = prefetched(lambda k: k * k, source(), depth)
+        assert next(results) == 0
+        assert len(pulled) == min(7, depth + 1)  # the one consumed and `depth` ahead
+        assert list(results) == [k * k for k in range(1, 7)]
+    # chained, as the campaign chains preparing and running batches
+    assert list(prefetched(str, prefetched(lambda k: k + 1, range(5), 3), 2,
+                           low_priority=False)) == ["1", "2", "3", "4", "5"]
+
+    def fails_on_3(k):
+        if k == 3:
+            raise KeyboardInterrupt
+        return k
+
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for k in prefetched(fails_on_3, range(6), 2):
+            got.append(k)
+    assert got == [0, 1, 2]
+
+
 def test_a_target_that_cannot_reach_the_scored_output_is_named(tmp_path, capsys):
     """Its faults are all masked by construction; the user is told why, and how to choose."""
     inp = keras.Input((8, 8, 1), name="image")
