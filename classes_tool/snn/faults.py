@@ -103,6 +103,8 @@ def _check_ranges(name: str, params: dict) -> None:
         refuse("scale", "be positive")
     if "zero_point" in params and not -128 <= params["zero_point"] <= 127:
         refuse("zero_point", "lie in [-128, 127]")
+    if "factor" in params and name in PARAMETRIC and not params["factor"] > 0:
+        refuse("factor", f"be positive (it multiplies the neuron's {name})")
     if "step" in params and params["step"] < 0:
         refuse("step", "be at least 0")
     if "bit" in params:

@@ -102,6 +102,7 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
             _known(where, body, COMPLETE_KEYS)
             if body.get("fault") is None:
                 raise UserError(f"{where} needs 'fault' (a fault model)")
+            _named(where, _model_from, body["fault"])
             layers = body.get("layers")
             if isinstance(layers, str):
                 layers = [layers]
@@ -121,6 +122,7 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
                 for key in ("model", "layer"):
                     if fault.get(key) is None:
                         raise UserError(f"{at} needs '{key}'")
+                _named(at, _model_from, fault["model"])
                 if "count" in fault:
                     positive_int(f"{at}.count", fault["count"])
                 sites = fault.get("sites")
@@ -133,6 +135,15 @@ def validate_config(config: Any, source: str | Path | None = None) -> dict:
         else:
             raise UserError(f"unknown round kind {kind!r} in rounds[{i}] (use complete or inject)")
     return config
+
+
+def _named(where: str, fn, *args):
+    """`fn(*args)`, its user errors prefixed with the config entry they come from (a fault model
+    or a fault that does not fit the network names its round)."""
+    try:
+        return fn(*args)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
 
 
 def _model_from(spec: Any) -> FaultModel:
@@ -215,21 +226,22 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
         raise UserError(f"data {data_path} holds no samples")
     camp = Campaign(model, got, name=config.get("name", "snn-campaign"), seed=seed,
                     model_path=str(mp))
-    for entry in config["rounds"]:
+    for i, entry in enumerate(config["rounds"]):
         (kind, body), = entry.items()
+        where = f"rounds[{i}].{kind}"
         if kind == "complete":
             window = body.get("window")
             layers = body["layers"]
-            camp.inject_complete(_model_from(body["fault"]),
-                                 [layers] if isinstance(layers, str) else list(layers),
-                                 body.get("sampling_k"), None if window is None else tuple(window))
+            _named(where, camp.inject_complete, _model_from(body["fault"]),
+                   [layers] if isinstance(layers, str) else list(layers),
+                   body.get("sampling_k"), None if window is None else tuple(window))
         else:
             faults = []
-            for f in body:
+            for j, f in enumerate(body):
                 f = dict(f)
                 f["model"] = _model_from(f.get("model")).to_dict()
-                faults.append(Fault.from_dict(f))
-            camp.then_inject(faults)
+                faults.append(_named(f"{where}[{j}]", Fault.from_dict, f))
+            _named(where, camp.then_inject, faults)
     return camp, x, y
 
 

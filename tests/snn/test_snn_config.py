@@ -2,6 +2,7 @@
 rejected run leaves no output folder behind."""
 
 import os
+import re
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -103,6 +104,39 @@ def test_samples_takes_the_first_n(folder, tmp_path, capsys):
 def test_counts_seeds_and_nested_keys_are_checked(change, message):
     with pytest.raises(UserError, match=message):
         validate_config({**GOOD, **change})
+
+
+@pytest.mark.parametrize("rounds, message", [
+    ([{"complete": {"fault": {"name": "threshold", "factor": -1}, "layers": ["lif1"]}}],
+     "rounds[0].complete: SNN fault model 'threshold': parameter 'factor' must be positive"),
+    ([{"complete": {"fault": "dead_neuron", "layers": ["lif1"]}},
+      {"inject": [{"model": "dead_neuron", "layer": "lif1"},
+                  {"model": {"name": "stuck_neuron", "prob": 2}, "layer": "lif2"}]}],
+     "rounds[1].inject[1]: SNN fault model 'stuck_neuron': parameter 'prob' must lie in"),
+    ([{"complete": {"fault": {"name": "nope"}, "layers": ["lif1"]}}],
+     "rounds[0].complete: unknown SNN fault model 'nope'"),
+])
+def test_fault_models_are_checked_with_the_config(rounds, message):
+    """Before the model loads (seconds, for a real network), and naming the round."""
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_config({**GOOD, "rounds": rounds})
+
+
+@pytest.mark.parametrize("rounds, message", [
+    ([{"inject": [{"model": "dead_neuron", "layer": "lif1"}]},
+      {"inject": [{"model": {"name": "spike_flip", "step": T}, "layer": "lif2"}]}],
+     f"rounds[1].inject: step {T} outside 0..{T - 1}"),
+    ([{"complete": {"fault": "dead_neuron", "layers": ["lif1"], "window": [2, T + 1]}}],
+     f"rounds[0].complete: window (2, {T + 1}) outside 0..{T}"),
+    ([{"inject": [{"model": "dead_neuron", "layer": "lif1", "sites": [[9, 9]]}]}],
+     "rounds[0].inject: site"),
+])
+def test_a_fault_that_does_not_fit_the_network_names_its_round(folder, tmp_path, capsys, rounds,
+                                                               message):
+    rc, err, _ = _campaign(folder, tmp_path, capsys, rounds=rounds)
+    assert rc == 2
+    assert err.startswith(f"classes-tool: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_validate_names_the_file():

@@ -321,6 +321,10 @@ def test_classes_are_half_open():
     ({"name": "synapse_bitflip", "scale": 0}, "'scale' must be positive"),
     ({"name": "synapse_bitflip", "zero_point": 300}, "'zero_point' must lie in [-128, 127]"),
     ({"name": "spike_flip", "step": -1}, "'step' must be at least 0"),
+    ({"name": "threshold", "factor": 0}, "'factor' must be positive (it multiplies the neuron's"),
+    ({"name": "refractory", "factor": -2.0}, "'factor' must be positive"),
+    ({"name": "leak", "factor": -0.5}, "'factor' must be positive"),
+    ({"name": "gain", "factor": 0.0}, "'factor' must be positive"),
     ({"name": "synapse_bitflip", "bit": 8}, "'bit' must lie in 0..7 for int8"),
     ({"name": "membrane_bitflip", "bit": 32}, "'bit' must lie in 0..31 for float32"),
     ({"name": "membrane_bitflip", "format": "int8", "bit": 9}, "must lie in 0..7 for int8"),
@@ -329,3 +333,15 @@ def test_fault_model_parameters_are_checked_when_made(data, message):
     """Before the campaign, not when the first fault of that model runs."""
     with pytest.raises(UserError, match=re.escape(message)):
         F.FaultModel.from_dict(data)
+
+
+def test_bounds_that_are_faults_themselves_are_accepted():
+    """A synapse's weight may be negated or zeroed by its fault; a stuck neuron may be at 0 or 1;
+    step 0 and the last bit of a format are real sites."""
+    for data in ({"name": "perturbed_synapse", "factor": -1.0},
+                 {"name": "perturbed_synapse", "factor": 0.0},
+                 {"name": "stuck_neuron", "value": 0}, {"name": "stuck_neuron", "prob": 1.0},
+                 {"name": "spike_flip", "step": 0}, {"name": "membrane_bitflip", "bit": 31},
+                 {"name": "threshold", "factor": 1e-3}):
+        assert F.FaultModel.from_dict(data).params == {k: v for k, v in data.items()
+                                                       if k != "name"}
