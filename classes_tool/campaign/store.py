@@ -106,8 +106,25 @@ def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=_json_default, allow_nan=True)
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _opt_int(value: Any, what: str) -> int | None:
+    """An integer column's value (None stays None); 2.0 is 2, but 2.7 is a ValueError rather
+    than being cut to 2."""
+    if value is None:
+        return None
+    number = int(value)
+    if number != value:
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return number
+
+
+def _int_column(values, what: str) -> np.ndarray:
+    """An integer column given as an array: int64, and non-integral numbers a ValueError (the
+    engines give integer arrays, which pass unchecked)."""
+    array = np.asarray(values)
+    as_int = array.astype(np.int64)
+    if array.dtype.kind not in "iu" and (as_int != array).any():
+        raise ValueError(f"{what} must be integers, got {array[as_int != array][0].item()!r}")
+    return as_int
 
 
 def _opt_float(value: Any) -> float | None:
@@ -325,9 +342,9 @@ class ResultStore:
         columns = [[int(r["fault_index"]) for r in rows], [int(r["input_index"]) for r in rows],
                    outcomes.tolist(), [int(bool(r["sdc5"])) for r in rows],
                    [_opt_float(r.get("rel_error")) for r in rows],
-                   [_opt_int(r.get("golden_top1")) for r in rows],
-                   [_opt_int(r.get("faulty_top1")) for r in rows]]
-        labels = np.array([_opt_int(r.get("label")) for r in rows], object)
+                   [_opt_int(r.get("golden_top1"), "golden_top1") for r in rows],
+                   [_opt_int(r.get("faulty_top1"), "faulty_top1") for r in rows]]
+        labels = np.array([_opt_int(r.get("label"), "a label") for r in rows], object)
         return self._insert(faults, columns, np.array(columns[1], np.int64), labels)
 
     def add_arrays(self, faults: Iterable[Mapping[str, Any]], fault_indices, input_indices,
@@ -340,12 +357,13 @@ class ResultStore:
         rel = np.asarray(classified["rel_error"], float)
         rel_values = rel.astype(object)
         rel_values[np.isnan(rel)] = None  # NaN -> NULL
-        inputs = np.asarray(input_indices, np.int64)
-        columns = [np.asarray(fault_indices, np.int64).tolist(), inputs.tolist(),
+        inputs = _int_column(input_indices, "input_indices")
+        columns = [_int_column(fault_indices, "fault_indices").tolist(), inputs.tolist(),
                    outcome.astype(np.int64).tolist(),
                    np.asarray(classified["sdc5"], bool).astype(int).tolist(),
-                   rel_values.tolist(), np.asarray(classified["golden_top1"], np.int64).tolist(),
-                   np.asarray(classified["faulty_top1"], np.int64).tolist()]
+                   rel_values.tolist(),
+                   _int_column(classified["golden_top1"], "golden_top1").tolist(),
+                   _int_column(classified["faulty_top1"], "faulty_top1").tolist()]
         if labels is not None and len(labels) != len(inputs):
             raise ValueError("labels and input_indices differ in length")
         return self._insert(faults, columns, inputs, labels)
@@ -376,7 +394,8 @@ class ResultStore:
                 raise ValueError(f"input {inputs[k]} is given two labels in one batch")
             pairs = zip(first_of.tolist(), per_input.tolist(), strict=True)
         else:
-            pairs = ((i, int(v)) for i, v in zip(inputs.tolist(), labels.tolist(), strict=True)
+            pairs = ((i, _opt_int(v, "a label")) for i, v in zip(inputs.tolist(),
+                                                                labels.tolist(), strict=True)
                      if v is not None)
         new: dict[int, int] = {}
         for i, label in pairs:

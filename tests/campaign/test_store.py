@@ -198,6 +198,36 @@ def test_a_label_belongs_to_its_input(tmp_path):
         assert st.connection.execute("SELECT COUNT(*) FROM inputs").fetchone()[0] == 5
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"label": 2.7}, "a label must be an integer, got 2.7"),
+    ({"golden_top1": 1.5}, "golden_top1 must be an integer, got 1.5"),
+    ({"faulty_top1": 0.25}, "faulty_top1 must be an integer"),
+])
+def test_integer_columns_are_not_cut(tmp_path, change, message):
+    """2.7 was stored as 2; integral floats (2.0) stay fine, as NumPy labels often are."""
+    with ResultStore(tmp_path / "r.db", META) as st:
+        f, r = batch(0)
+        with pytest.raises(ValueError, match=message):
+            st.add(f, [dict(r[0], **change), *r[1:]])
+        columns = {"outcome": np.array([0, 0]), "sdc5": np.zeros(2, bool),
+                   "rel_error": np.zeros(2), "golden_top1": np.zeros(2, int),
+                   "faulty_top1": np.zeros(2, int)}
+        key = next(iter(change))
+        if key == "label":
+            with pytest.raises(ValueError, match="a label must be an integer, got 2.7"):
+                st.add_arrays(f, [0, 1], [0, 1], columns, np.array([1.0, 2.7]))
+            with pytest.raises(ValueError, match="a label must be an integer"):
+                st.add_labels([1, 2.7])
+        else:
+            with pytest.raises(ValueError, match=f"{key} must be integers, got {change[key]}"):
+                st.add_arrays(f, [0, 1], [0, 1], {**columns, key: np.array([1.0, change[key]])})
+        assert st.count() == 0
+        st.add(f, [dict(x, label=float(x["label"])) for x in r])  # 3.0 is 3
+        st.add_arrays(f, np.array([0.0, 1.0]), [5, 6], {**columns, "golden_top1": [3.0, 4.0]})
+        assert st.count() == len(r) + 2
+        assert {x["label"] for x in st.results() if x["input_index"] < 5} == {x["label"] for x in r}
+
+
 FLAT_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE faults (fault_index INTEGER PRIMARY KEY, target TEXT NOT NULL, pattern TEXT NOT NULL,
