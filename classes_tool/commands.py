@@ -111,10 +111,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                         "does not exist")
     # every option is checked before the first file is written (see write_report)
     written = write_report(args.db, out, group_params=group_params, heatmap=heatmap,
-                           outcome=args.outcome, statistics=args.statistics)
-    if args.csv:
-        with ResultStore(args.db, must_exist=True) as store:
-            written["csv"] = store.export_csv(args.csv)
+                           outcome=args.outcome, statistics=args.statistics, csv_path=args.csv)
     for path in written.values():
         print(f"wrote {path}")
 

@@ -271,16 +271,22 @@ def heatmap_data(db_path: str | Path, x_param: str, y_param: str,
     may also be ``'sdc5'``.
     """
     _check_outcome(outcome)
-    hit = "r.sdc5" if outcome == "sdc5" else "(r.outcome = ?)"
     with ResultStore(db_path, must_exist=True) as store:
-        args: list[Any] = [_json_path(x_param), _json_path(y_param)]
-        if outcome != "sdc5":
-            args.append(outcome)
-        data = store.connection.execute(
-            "SELECT json_extract(f.params, ?) AS x, json_extract(f.params, ?) AS y, "
-            f"COUNT(*), SUM({hit}) FROM results r JOIN faults f ON f.fault_index = r.fault_index "
-            "GROUP BY x, y HAVING x IS NOT NULL AND y IS NOT NULL", args).fetchall()
-        keys = [] if data else _param_keys(store.connection)
+        return _heatmap_grid(store.connection, x_param, y_param, outcome)
+
+
+def _heatmap_grid(conn, x_param: str, y_param: str, outcome: str
+                  ) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """`heatmap_data` read through an open connection."""
+    hit = "r.sdc5" if outcome == "sdc5" else "(r.outcome = ?)"
+    args: list[Any] = [_json_path(x_param), _json_path(y_param)]
+    if outcome != "sdc5":
+        args.append(outcome)
+    data = conn.execute(
+        "SELECT json_extract(f.params, ?) AS x, json_extract(f.params, ?) AS y, "
+        f"COUNT(*), SUM({hit}) FROM results r JOIN faults f ON f.fault_index = r.fault_index "
+        "GROUP BY x, y HAVING x IS NOT NULL AND y IS NOT NULL", args).fetchall()
+    keys = [] if data else _param_keys(conn)
     if not data:
         raise UserError(f"no results have both params {x_param!r} and {y_param!r}; params "
                         f"present: {', '.join(keys) or 'none'}")
@@ -432,8 +438,8 @@ def _param_keys(conn: sqlite3.Connection) -> list[str]:
 
 def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequence[str] = (),
                  confidence: float | None = None, *, heatmap: Sequence[str] | None = None,
-                 outcome: str | None = None, statistics: Sequence[str | os.PathLike] = ()
-                 ) -> dict[str, Path]:
+                 outcome: str | None = None, statistics: Sequence[str | os.PathLike] = (),
+                 csv_path: str | Path | None = None) -> dict[str, Path]:
     """Write the report of one result database into `out_dir`; returns {file name: path}.
 
     `confidence` of the intervals: by default the one the campaign was sized with (stored in its
@@ -443,7 +449,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     key in `group_params`, outcomes_by_target.png, rel_error.png; with `heatmap` (x, y params)
     also the heat map of `outcome` (default critical_sdc) named by `heatmap_file_name`.
     `outcome` without `heatmap` is an error (it would be ignored). `statistics`: fault-statistics
-    JSON files whose tables are added to summary.md.
+    JSON files whose tables are added to summary.md. `csv_path`: also export every row there (key
+    ``"csv"`` of the result).
+
+    One snapshot: every table, plot and the CSV describe the same rows, even while a campaign
+    is still adding to the database.
 
     All or nothing: every option is checked before anything is written, and the files are made
     in a hidden folder beside `out_dir` and moved into place only when all of them exist, so a
@@ -461,7 +471,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
         raise UserError(f"a heat map needs two params (X and Y), not {list(heatmap)}")
     outcome = outcome or "critical_sdc"
     stats_sections = [_statistics_section(name) for name in statistics]
-    with ResultStore(db_path, must_exist=True) as store:
+    with ResultStore(db_path, must_exist=True) as store, store.snapshot():
         conn = store.connection
         meta = store.meta
         if confidence is None:
@@ -485,16 +495,19 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
         for o, e in conn.execute("SELECT outcome, rel_error FROM results"):
             outcomes_arr.append(o)
             rel_arr.append(math.nan if e is None else e)
-    outcomes_np = np.asarray(outcomes_arr, dtype=object)
-    rel_np = np.asarray(rel_arr, dtype=np.float64)
-    heat = None if heatmap is None else heatmap_data(db_path, heatmap[0], heatmap[1], outcome)
+        outcomes_np = np.asarray(outcomes_arr, dtype=object)
+        rel_np = np.asarray(rel_arr, dtype=np.float64)
+        heat = (None if heatmap is None else
+                _heatmap_grid(conn, heatmap[0], heatmap[1], outcome))
 
-    # every check passed: render into a staging folder, then move the complete set into place
-    with staging_folder(out_dir) as stage:
-        staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
-                         by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
-                         stats_sections)
-        return publish(staged, out_dir)
+        # every check passed: render into a staging folder, then move the complete set into
+        # place (the CSV last but one, so that a failure in it publishes no report)
+        with staging_folder(out_dir) as stage:
+            staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
+                             by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
+                             stats_sections)
+            exported = {} if csv_path is None else {"csv": store.export_csv(csv_path)}
+            return {**publish(staged, out_dir), **exported}
 
 
 def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence: float,

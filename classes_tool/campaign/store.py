@@ -31,6 +31,7 @@ with the earlier flat `results` table is read as it is and converted on its firs
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -573,6 +574,17 @@ class ResultStore:
                 rec["label"] = "" if rec["label"] is None else rec["label"]
                 w.writerow([rec[k] for k in RESULT_COLUMNS])
         return path
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Reads inside see the database as it was at their first read, whatever a running
+        campaign commits meanwhile (one read transaction): a report's tables, plots and CSV
+        then describe the same rows."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._conn.execute("COMMIT")
 
     @property
     def connection(self) -> sqlite3.Connection:

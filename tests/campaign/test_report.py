@@ -285,3 +285,41 @@ def test_summary_shows_dict_and_list_settings(tmp_path):
     assert "- layers: l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, … 8 more\n" in text
     assert "- empty: none\n" in text
     assert "- population: 40 faults over 2 targets\n" in text
+
+
+def test_a_report_taken_while_a_campaign_writes_describes_one_snapshot(db, tmp_path,
+                                                                       monkeypatch):
+    """A campaign that commits between the report's first read and its CSV changes neither:
+    the tables, the summary and the CSV all count the rows there were at the first read."""
+    import classes_tool.campaign.report as report
+
+    real_render = report._render
+
+    def render_while_a_batch_commits(*args, **kwargs):
+        with ResultStore(db, META) as writer:  # the live campaign's next batch
+            writer.add([{"fault_index": 9, "target": "dense", "pattern": "line", "params": {}}],
+                       [{"fault_index": 9, "input_index": i, "outcome": "masked", "sdc5": False,
+                         "rel_error": 0.0, "golden_top1": 0, "faulty_top1": 0, "label": 0}
+                        for i in range(4)])
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(report, "_render", render_while_a_batch_commits)
+    files = write_report(db, tmp_path / "rep", csv_path=tmp_path / "rows.csv")
+    with open(files["csv"], newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 16
+    assert int(read_csv(files["by_target.csv"])["dense"]["evaluations"]) == 4
+    assert "- evaluations (fault x input): 16" in files["summary.md"].read_text()
+    with ResultStore(db, must_exist=True) as store:
+        assert store.count() == 20  # the batch was committed, for the next report
+
+
+def test_a_snapshot_does_not_see_later_commits(db):
+    with ResultStore(db, must_exist=True) as reader, reader.snapshot():
+        before = reader.count()
+        with ResultStore(db, META) as writer:
+            writer.add([{"fault_index": 9, "target": "dense", "pattern": "line", "params": {}}],
+                       [{"fault_index": 9, "input_index": 0, "outcome": "masked",
+                         "sdc5": False, "rel_error": 0.0, "golden_top1": 0, "faulty_top1": 0}])
+        assert reader.count() == before == 16
+    with ResultStore(db, must_exist=True) as reader:
+        assert reader.count() == 17
