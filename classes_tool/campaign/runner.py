@@ -63,7 +63,7 @@ TILE_BYTES = 256 << 20
 BACKGROUND_NICENESS = 10  # how much lower the side threads are scheduled (see background_thread)
 WRITES_AHEAD = 2  # batches computed but not yet committed (see `_run_target`)
 #: Batches handed to the compute thread at once: while the main thread classifies, counts and
-#: hands one batch to the writer, TensorFlow already runs the next (5-10% less time per
+#: hands one batch to the writer, TensorFlow already runs the next (about 4-8% less time per
 #: evaluation on the small digits model, where that Python work is a tenth of a step).
 STEPS_AHEAD = 2
 
