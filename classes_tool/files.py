@@ -26,19 +26,30 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     The temporary name keeps the destination's suffix (Keras picks the format from it).
     On failure the temporary file is removed and nothing appears under `destination`.
     """
-    destination = Path(destination)
+    given = Path(destination)
+    # a symbolic link is written through: the file it points to is replaced, the link stays
+    destination = Path(os.path.realpath(given)) if given.is_symlink() else given
     if destination.is_dir():  # else the rename fails naming the temporary file, not this one
-        raise UserError(f"{destination} is a folder: give a file name to write")
-    destination.parent.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{given} is a folder: give a file name to write")
+    if destination.exists() and not destination.is_file():  # a device, a pipe, a socket
+        raise UserError(f"{given} is not a regular file: give a file name to write")
     suffix = destination.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.stem}.", suffix=".tmp" + suffix,
-                               dir=destination.parent)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.stem}.", suffix=".tmp" + suffix,
+                                   dir=destination.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {given}: {exc.strerror or exc}") from None
     os.close(fd)
     os.unlink(tmp)  # writers such as h5py/keras want to create the file themselves
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, destination)
+    except OSError as exc:
+        if exc.filename not in (str(tmp_path), tmp_path):
+            raise
+        raise UserError(f"cannot write {given}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
