@@ -470,6 +470,12 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     if heatmap is not None and len(heatmap) != 2:
         raise UserError(f"a heat map needs two params (X and Y), not {list(heatmap)}")
     outcome = outcome or "critical_sdc"
+    if csv_path is not None:
+        database = str(Path(db_path).resolve())
+        if Path(csv_path).resolve() in {Path(database + end) for end in
+                                        ("", "-wal", "-shm", "-journal")}:
+            raise UserError(f"{csv_path} is the result database: the CSV would replace it; "
+                            "give the CSV another name")
     stats_sections = [_statistics_section(name) for name in statistics]
     with ResultStore(db_path, must_exist=True) as store, store.snapshot():
         conn = store.connection
@@ -506,6 +512,10 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
             staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
                              by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
                              stats_sections)
+            if csv_path is not None and Path(csv_path).resolve() in {
+                    (out_dir / path.name).resolve() for path in staged.values()}:
+                raise UserError(f"{csv_path} is one of the report's own files; give the CSV "
+                                "another name")
             exported = {} if csv_path is None else {"csv": store.export_csv(csv_path)}
             return {**publish(staged, out_dir), **exported}
 

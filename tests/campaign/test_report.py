@@ -323,3 +323,25 @@ def test_a_snapshot_does_not_see_later_commits(db):
         assert reader.count() == before == 16
     with ResultStore(db, must_exist=True) as reader:
         assert reader.count() == 17
+
+
+@pytest.mark.parametrize("where", ["database", "wal", "report-table", "link-to-database"])
+def test_the_csv_never_replaces_the_database_or_a_report_file(db, tmp_path, capsys, where):
+    """`--csv results.db` replaced the database with its own CSV export, and `--csv
+    rep/by_target.csv` was overwritten by the report's table."""
+    rep = tmp_path / "rep"
+    csv_path = {"database": db, "wal": f"{db}-wal", "report-table": rep / "by_target.csv",
+                "link-to-database": tmp_path / "link.csv"}[where]
+    if where == "link-to-database":
+        csv_path.symlink_to(db)
+    if where == "report-table":
+        rep.mkdir()  # the CSV's folder must exist
+    before = db.read_bytes()
+    assert report_cli(db, rep, "--csv", csv_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("classes-tool: error: ")
+    assert ("is the result database" if where != "report-table" else
+            "is one of the report's own files") in err
+    assert db.read_bytes() == before and not (rep.exists() and any(rep.iterdir()))
+    with ResultStore(db, must_exist=True) as store:
+        assert store.count() == 16
