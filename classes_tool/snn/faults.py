@@ -140,7 +140,11 @@ class FaultModel:
     def from_dict(cls, data: dict) -> FaultModel:
         if isinstance(data, str):
             return cls(data, {})
-        params = dict(data.get("params", {}))
+        given = data.get("params")
+        if given is not None and not isinstance(given, dict):
+            raise UserError(f"SNN fault model {data.get('name')!r}: 'params' must be a mapping "
+                            f"of parameter names to values, got {given!r}")
+        params = dict(given or {})
         params.update({k: v for k, v in data.items() if k not in ("name", "params")})
         return cls(str(data["name"]), params)
 
@@ -299,6 +303,8 @@ def resolve(fault: Fault, site_shape: tuple[int, ...], time_steps: int, rng: np.
                 raise UserError(f"site {s} outside layer {fault.layer!r} of shape {site_shape}")
             sites.append(s)
     window = fault.window
+    if window is not None and window[0] >= window[1]:
+        raise UserError(f"window {window} must start before it stops")
     if window is not None and not 0 <= window[0] < window[1] <= time_steps:
         raise UserError(f"window {window} outside 0..{time_steps}")
     params = dict(fault.model.params)

@@ -236,12 +236,12 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
                    [layers] if isinstance(layers, str) else list(layers),
                    body.get("sampling_k"), None if window is None else tuple(window))
         else:
-            faults = []
-            for j, f in enumerate(body):
+            for j, f in enumerate(body):  # the first opens the round, the others join it
                 f = dict(f)
                 f["model"] = _model_from(f.get("model")).to_dict()
-                faults.append(_named(f"{where}[{j}]", Fault.from_dict, f))
-            _named(where, camp.then_inject, faults)
+                at = f"{where}[{j}]"
+                _named(at, camp.then_inject if j == 0 else camp.inject,
+                       _named(at, Fault.from_dict, f))
     return camp, x, y
 
 

@@ -115,6 +115,10 @@ def test_counts_seeds_and_nested_keys_are_checked(change, message):
      "rounds[1].inject[1]: SNN fault model 'stuck_neuron': parameter 'prob' must lie in"),
     ([{"complete": {"fault": {"name": "nope"}, "layers": ["lif1"]}}],
      "rounds[0].complete: unknown SNN fault model 'nope'"),
+    ([{"inject": [{"model": {"name": "threshold", "params": 3}, "layer": "lif1"}]}],
+     "rounds[0].inject[0]: SNN fault model 'threshold': 'params' must be a mapping"),
+    ([{"inject": [{"model": {"name": "threshold", "params": [1]}, "layer": "lif1"}]}],
+     "'params' must be a mapping of parameter names to values, got [1]"),
 ])
 def test_fault_models_are_checked_with_the_config(rounds, message):
     """Before the model loads (seconds, for a real network), and naming the round."""
@@ -124,12 +128,15 @@ def test_fault_models_are_checked_with_the_config(rounds, message):
 
 @pytest.mark.parametrize("rounds, message", [
     ([{"inject": [{"model": "dead_neuron", "layer": "lif1"}]},
-      {"inject": [{"model": {"name": "spike_flip", "step": T}, "layer": "lif2"}]}],
-     f"rounds[1].inject: step {T} outside 0..{T - 1}"),
+      {"inject": [{"model": "dead_neuron", "layer": "lif1"},
+                  {"model": {"name": "spike_flip", "step": T}, "layer": "lif2"}]}],
+     f"rounds[1].inject[1]: step {T} outside 0..{T - 1}"),
     ([{"complete": {"fault": "dead_neuron", "layers": ["lif1"], "window": [2, T + 1]}}],
      f"rounds[0].complete: window (2, {T + 1}) outside 0..{T}"),
+    ([{"inject": [{"model": "dead_neuron", "layer": "lif1", "window": [4, 2]}]}],
+     "rounds[0].inject[0]: window (4, 2) must start before it stops"),
     ([{"inject": [{"model": "dead_neuron", "layer": "lif1", "sites": [[9, 9]]}]}],
-     "rounds[0].inject: site"),
+     "rounds[0].inject[0]: site"),
 ])
 def test_a_fault_that_does_not_fit_the_network_names_its_round(folder, tmp_path, capsys, rounds,
                                                                message):
