@@ -112,8 +112,11 @@ def _opt_int(value: Any, what: str) -> int | None:
     than being cut to 2."""
     if value is None:
         return None
-    number = int(value)
-    if number != value:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # "x", inf, nan
+        number = None
+    if number is None or number != value:
         raise ValueError(f"{what} must be an integer, got {value!r}")
     return number
 
@@ -122,10 +125,24 @@ def _int_column(values, what: str) -> np.ndarray:
     """An integer column given as an array: int64, and non-integral numbers a ValueError (the
     engines give integer arrays, which pass unchecked)."""
     array = np.asarray(values)
-    as_int = array.astype(np.int64)
-    if array.dtype.kind not in "iu" and (as_int != array).any():
-        raise ValueError(f"{what} must be integers, got {array[as_int != array][0].item()!r}")
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    try:
+        with np.errstate(invalid="ignore"):
+            as_int = array.astype(np.int64)
+        wrong = as_int != array
+    except (TypeError, ValueError, OverflowError):  # None, text, numbers beyond int64
+        wrong = np.array([_not_int(v) for v in array.ravel().tolist()]).reshape(array.shape)
+    if wrong.any():
+        raise ValueError(f"{what} must be integers, got {np.asarray(array[wrong][0]).item()!r}")
     return as_int
+
+
+def _not_int(value: Any) -> bool:
+    try:
+        return _opt_int(value, "") is None
+    except ValueError:
+        return True
 
 
 def _opt_float(value: Any) -> float | None:

@@ -202,6 +202,8 @@ def test_a_label_belongs_to_its_input(tmp_path):
     ({"label": 2.7}, "a label must be an integer, got 2.7"),
     ({"golden_top1": 1.5}, "golden_top1 must be an integer, got 1.5"),
     ({"faulty_top1": 0.25}, "faulty_top1 must be an integer"),
+    ({"label": float("inf")}, "a label must be an integer, got inf"),
+    ({"golden_top1": "three"}, "golden_top1 must be an integer, got 'three'"),
 ])
 def test_integer_columns_are_not_cut(tmp_path, change, message):
     """2.7 was stored as 2; integral floats (2.0) stay fine, as NumPy labels often are."""
@@ -214,13 +216,17 @@ def test_integer_columns_are_not_cut(tmp_path, change, message):
                    "faulty_top1": np.zeros(2, int)}
         key = next(iter(change))
         if key == "label":
-            with pytest.raises(ValueError, match="a label must be an integer, got 2.7"):
-                st.add_arrays(f, [0, 1], [0, 1], columns, np.array([1.0, 2.7]))
+            with pytest.raises(ValueError, match="a label must be an integer, got "):
+                st.add_arrays(f, [0, 1], [0, 1], columns, np.array([1.0, change[key]]))
             with pytest.raises(ValueError, match="a label must be an integer"):
                 st.add_labels([1, 2.7])
         else:
-            with pytest.raises(ValueError, match=f"{key} must be integers, got {change[key]}"):
-                st.add_arrays(f, [0, 1], [0, 1], {**columns, key: np.array([1.0, change[key]])})
+            with pytest.raises(ValueError, match=f"{key} must be integers, got "
+                                                 f"{change[key]!r}"):
+                st.add_arrays(f, [0, 1], [0, 1],
+                              {**columns, key: np.array([1, change[key]], dtype=object)})
+            with pytest.raises(ValueError, match=f"{key} must be integers, got None"):
+                st.add_arrays(f, [0, 1], [0, 1], {**columns, key: [1, None]})
         assert st.count() == 0
         st.add(f, [dict(x, label=float(x["label"])) for x in r])  # 3.0 is 3
         st.add_arrays(f, np.array([0.0, 1.0]), [5, 6], {**columns, "golden_top1": [3.0, 4.0]})
