@@ -34,8 +34,8 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     if destination.exists() and not destination.is_file():  # a device, a pipe, a socket
         raise UserError(f"{given} is not a regular file: give a file name to write")
     suffix = destination.suffix if suffix is None else suffix
+    destination.parent.mkdir(parents=True, exist_ok=True)  # its errors name the culprit
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{destination.stem}.", suffix=".tmp" + suffix,
                                    dir=destination.parent)
     except OSError as exc:
