@@ -29,7 +29,7 @@ import numpy as np
 
 from classes_tool.campaign.outcomes import BUCKETS, OUTCOMES, error_buckets
 from classes_tool.campaign.stats import achieved_margin, wilson_interval
-from classes_tool.campaign.store import ResultStore
+from classes_tool.campaign.store import DATABASE_FILE_SUFFIXES, ResultStore
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, publish, staging_folder, write_text_atomic
 
@@ -472,8 +472,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     outcome = outcome or "critical_sdc"
     if csv_path is not None:
         database = str(Path(db_path).resolve())
-        if Path(csv_path).resolve() in {Path(database + end) for end in
-                                        ("", "-wal", "-shm", "-journal")}:
+        if Path(csv_path).resolve() in {Path(database + end) for end in DATABASE_FILE_SUFFIXES}:
             raise UserError(f"{csv_path} is the result database: the CSV would replace it; "
                             "give the CSV another name")
     stats_sections = [_statistics_section(name) for name in statistics]

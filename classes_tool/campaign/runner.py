@@ -47,7 +47,7 @@ from classes_tool.campaign.outcomes import (
     golden_terms,
 )
 from classes_tool.campaign.stats import leveugle_sample_size
-from classes_tool.campaign.store import ResultStore
+from classes_tool.campaign.store import DATABASE_FILE_SUFFIXES, ResultStore
 from classes_tool.data import labels, load_npz
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
@@ -532,7 +532,7 @@ def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
                     return
         except UserError:  # not a result database after all: not ours to delete
             return
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in DATABASE_FILE_SUFFIXES:
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     if remove_folder:
         try:

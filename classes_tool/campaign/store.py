@@ -75,6 +75,9 @@ FROM result_rows r JOIN outcome_names o ON o.code = r.outcome
 LEFT JOIN inputs i ON i.input_index = r.input_index""",
 )
 
+#: A database's own file and those SQLite keeps beside it (WAL, shared memory, rollback journal).
+DATABASE_FILE_SUFFIXES: tuple[str, ...] = ("", "-wal", "-shm", "-journal")
+
 #: Columns of a stored result row, in the order `ResultStore._insert` binds them.
 _RESULT_INSERT_COLUMNS: tuple[str, ...] = (
     "fault_index", "input_index", "outcome", "sdc5", "rel_error", "golden_top1", "faulty_top1",
