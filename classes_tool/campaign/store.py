@@ -469,15 +469,21 @@ class ResultStore:
         """Every result row names a fault stored in this batch or before (the schema's foreign
         key, checked per batch); ValueError otherwise."""
         unknown = [f for f in np.unique(fault_indices).tolist() if f not in given]
-        for k in range(0, len(unknown), 500):  # one query per 500 (SQLite's limit)
-            chunk = unknown[k:k + 500]
-            found = {r[0] for r in self._conn.execute(
-                f"SELECT fault_index FROM faults WHERE fault_index IN "
-                f"({','.join('?' * len(chunk))})", chunk)}
-            missing = [f for f in chunk if f not in found]
-            if missing:
-                raise ValueError(f"result rows name fault {missing[0]}, which is not stored: "
-                                 "give its fault row with them")
+        found = self._stored_rows("faults", ("fault_index",), unknown)
+        missing = [f for f in unknown if f not in found]
+        if missing:
+            raise ValueError(f"result rows name fault {missing[0]}, which is not stored: "
+                             "give its fault row with them")
+
+    def _stored_rows(self, table: str, columns: tuple[str, ...], keys: list) -> dict[Any, tuple]:
+        """The stored rows (`columns`, keyed by the first) whose key is among `keys`."""
+        stored = {}
+        for k in range(0, len(keys), 500):  # one query per 500 keys (SQLite's limit)
+            chunk = keys[k:k + 500]
+            stored.update((r[0], tuple(r)) for r in self._conn.execute(
+                f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        return stored
 
     def _insert_labels(self, labels: dict[int, int]) -> None:
         self._insert_checked("inputs", ("input_index", "label"), list(labels.items()),
@@ -496,13 +502,7 @@ class ResultStore:
                          f"({', '.join('?' * len(columns))})", rows)
         if conn.total_changes - before == len(rows):
             return
-        stored = {}
-        keys = [row[0] for row in rows]
-        for k in range(0, len(keys), 500):  # one query per 500 (SQLite's limit)
-            chunk = keys[k:k + 500]
-            stored.update((r[0], tuple(r)) for r in conn.execute(
-                f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} IN "
-                f"({','.join('?' * len(chunk))})", chunk))
+        stored = self._stored_rows(table, columns, [row[0] for row in rows])
         for row in rows:
             if stored[row[0]] != row:
                 raise ValueError(mismatch(stored[row[0]], row))
