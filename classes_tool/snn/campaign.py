@@ -292,27 +292,40 @@ class _SynapseSite:
 
 
 def _synapse_faults(net: _Net, ly, faults: list, in_shape, out_shape, steps: int):
-    """Per (round, Fault) and site: (round, geometry, float32 weight change, step mask)."""
+    """Per (round, Fault) and site: (round, geometry, float32 weight change per step, step mask).
+
+    Faults of one round on the same weight act in injection order: each one's faulty value is
+    computed from the weight as the faults before it (active at that step) left it, and its
+    change is the difference to that weight, so stuck 2.0 then stuck 3.0 ends at 3.0."""
     core = net.synapse_core(ly)
     if core.activation not in (keras.activations.linear, None):
         raise UserError(f"synapse faults need a linear activation in {ly.name!r}")
     kernel = core.kernel.numpy()
     out = []
+    current: dict[tuple, np.ndarray] = {}  # (round, site) -> weight per step so far (float64)
     for rnd, fault in faults:
         tmask = np.zeros(steps, bool)
         tmask[_steps(fault, steps)] = True
         for site in fault.sites:
-            w = float(kernel[site])
-            delta = np.float32(synapse_value(fault.model, w, kernel) - w)
+            before = current.get((rnd, site))
+            if before is None:
+                before = np.full(steps, float(kernel[site]))
+            after = before.copy()
+            for w in np.unique(before[tmask]):
+                same = np.isnan(before) if np.isnan(w) else before == w
+                after[tmask & same] = synapse_value(fault.model, float(w), kernel)
+            current[(rnd, site)] = after
+            delta = (after - before).astype(np.float32)
             out.append((rnd, _SynapseSite(core, in_shape, out_shape, site), delta, tmask))
     return out
 
 
-def _synapse_updates(g: np.ndarray, geo: _SynapseSite, delta: np.float32, tmask: np.ndarray):
-    """Nonzero updates g * delta (g: inputs (rows, time, Q)) as (row, step, out feature, value).
+def _synapse_updates(g: np.ndarray, geo: _SynapseSite, delta: np.ndarray, tmask: np.ndarray):
+    """Nonzero updates g * delta (g: inputs (rows, time, Q); delta: the weight change per
+    step) as (row, step, out feature, value).
 
     A zero update changes nothing, so it is left out on every path alike."""
-    u = g * delta
+    u = g * delta[None, :, None]
     u[:, ~tmask] = 0.0
     r, t, q = np.nonzero(u)
     return r, t, geo.out_idx[q], u[r, t, q]

@@ -117,20 +117,54 @@ def test_difference_propagation_equals_whole_rows(conv_snn):
     assert 0.05 < changed.mean() < 0.95  # the faults matter, and early stop has work to skip
 
 
-def test_synapse_faults_on_the_same_weight_add_in_fault_order(conv_snn):
-    model, x = conv_snn
-    k, b = model.get_layer("td_c1").get_weights()
-    camp = C.Campaign(model, x.shape[1:])
-    camp.inject([F.Fault(F.StuckSynapse(1.0), "td_c1", [(1, 1, 0, 2)]),
-                 F.Fault(F.PerturbedSynapse(-3.0), "td_c1", [(1, 1, 0, 2)])])
-    got = camp.run((x, None), progress="silent").scores[0]
+def _reweighted(model, layer_name, site, value):
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
-    w = float(k[1, 1, 0, 2])
-    k2 = k.copy()
-    k2[1, 1, 0, 2] = w + (1.0 - w) + (-3.0 * w - w)  # each fault's change to the stored weight
-    ref.get_layer("td_c1").set_weights([k2, b])
-    np.testing.assert_allclose(got, ref.predict(x, verbose=0), atol=1e-4)
+    k, b = ref.get_layer(layer_name).get_weights()
+    k[site] = value
+    ref.get_layer(layer_name).set_weights([k, b])
+    return ref
+
+
+def test_synapse_faults_on_the_same_weight_act_in_fault_order(conv_snn):
+    model, x = conv_snn
+    site = (1, 1, 0, 2)
+    camp = C.Campaign(model, x.shape[1:])
+    camp.inject([F.Fault(F.StuckSynapse(1.0), "td_c1", [site]),
+                 F.Fault(F.PerturbedSynapse(-3.0), "td_c1", [site])])   # 1.0, then times -3
+    camp.then_inject([F.Fault(F.StuckSynapse(2.0), "td_c1", [site]),
+                      F.Fault(F.StuckSynapse(3.0), "td_c1", [site])])   # the last one wins
+    camp.then_inject([F.Fault(F.PerturbedSynapse(-3.0), "td_c1", [site]),
+                      F.Fault(F.StuckSynapse(1.0), "td_c1", [site])])
+    got = camp.run((x, None), progress="silent").scores
+    for r, value in enumerate((-3.0, 3.0, 1.0)):
+        want = _reweighted(model, "td_c1", site, value).predict(x, verbose=0)
+        np.testing.assert_allclose(got[r], want, atol=1e-4)
+    whole = camp.run((x, None), progress="silent", rounds_per_pass=1, late_start=False,
+                     early_stop=False).scores
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_overlapping_windows_on_one_weight_act_in_fault_order_per_step(conv_snn):
+    model, x = conv_snn
+    site = (1, 1, 0, 2)
+    camp = C.Campaign(model, x.shape[1:])
+    camp.inject([F.Fault(F.StuckSynapse(2.0), "td_c1", [site], window=(0, 4)),
+                 F.Fault(F.StuckSynapse(3.0), "td_c1", [site], window=(2, 6))])
+    got = camp.run((x, None), progress="silent").scores[0]
+    # the weight is 2.0 at steps 0-1 and 3.0 at steps 2-5: the layer's output per step from the
+    # two reweighted models, carried through the rest of the network
+    steps = x.shape[1]
+    outs = [_reweighted(model, "td_c1", site, v).get_layer("td_c1")(x).numpy() for v in (2, 3)]
+    cur = np.concatenate([outs[0][:, :2], outs[1][:, 2:]], axis=1)
+    assert cur.shape[1] == steps
+    h = cur
+    for ly in model.layers[model.layers.index(model.get_layer("td_c1")) + 1:]:
+        h = np.asarray(ly(h))
+    np.testing.assert_allclose(got, h, atol=1e-4)
+    only_last = C.Campaign(model, x.shape[1:])
+    only_last.inject([F.Fault(F.StuckSynapse(3.0), "td_c1", [site])])
+    assert not np.array_equal(got, only_last.run((x, None), progress="silent").scores[0])
 
 
 def test_updates_of_one_element_are_added_in_fault_order():
