@@ -45,6 +45,7 @@ from classes_tool.quant.strategies import dequantize, get_strategy, quantize
 
 _NOISE_MAX = 2**31 - 1
 _STEP_SALT = 0x57E9  # keys the per-step draws, which must not depend on the layer
+_MASK_SALT = 0x3A5C  # keys the per-mask draws of evaluation, which must not depend on the layer
 _STAT_NAMES = ("seen", "injected", "changed", "nonfinite", "sum_sq_err", "sum_clean_sq",
                "sum_faulty_sq", "sum_dot")
 
@@ -116,10 +117,12 @@ class FaultInjection(keras.layers.Layer):
     def _base_key(self) -> tf.Tensor:
         return tf.stack([tf.cast(self.seed_var, tf.int32), tf.constant(0x5EED, tf.int32)])
 
+    def _mask_id(self) -> tf.Tensor:
+        return tf.math.floordiv(tf.cast(self.epoch_var, tf.int32), self.epoch_interval)
+
     def _mask_key(self) -> tf.Tensor:
-        mask_id = tf.math.floordiv(tf.cast(self.epoch_var, tf.int32), self.epoch_interval)
         key = tf.random.experimental.stateless_fold_in(self._base_key(), self.layer_index)
-        return tf.random.experimental.stateless_fold_in(key, mask_id)
+        return tf.random.experimental.stateless_fold_in(key, self._mask_id())
 
     def fault_mask(self, feature_shape, step: tf.Tensor | None = None
                    ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -146,8 +149,10 @@ class FaultInjection(keras.layers.Layer):
                 u = tf.random.stateless_uniform([], seed=step_key)
                 gate = tf.logical_and(gate, u < self.step_interval)
             choice_key = tf.random.experimental.stateless_fold_in(step_key, 1)
-        else:
-            choice_key = tf.random.experimental.stateless_fold_in(self._mask_key(), _STEP_SALT)
+        else:  # one choice per mask, keyed without the layer index so all layers agree
+            choice_key = tf.random.experimental.stateless_fold_in(
+                tf.random.experimental.stateless_fold_in(self._base_key(), _MASK_SALT),
+                self._mask_id())
         if self.mode == "layer":
             if self.injection_layer >= 0:
                 chosen = tf.constant(self.injection_layer, tf.int32)
@@ -193,8 +198,9 @@ class FaultInjection(keras.layers.Layer):
     def _update_statistics(self, clean, faulty, hit, phase_on) -> None:
         on = tf.cast(phase_on, tf.float64)
         finite = tf.math.is_finite(faulty)
-        c = tf.cast(clean, tf.float64)
-        f = tf.where(finite, tf.cast(faulty, tf.float64), c)
+        # values whose faulty result is Inf/NaN are left out of RMSE and cosine (both sides)
+        c = tf.where(finite, tf.cast(clean, tf.float64), 0.0)
+        f = tf.where(finite, tf.cast(faulty, tf.float64), 0.0)
         count = lambda t: tf.reduce_sum(tf.cast(t, tf.float64)) * on  # noqa: E731
         total = lambda t: tf.reduce_sum(t) * on  # noqa: E731
         self.stats["seen"].assign_add(tf.cast(tf.size(clean), tf.float64) * on)

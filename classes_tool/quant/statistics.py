@@ -7,9 +7,9 @@ as it was, and a flipped low bit barely moves it. The layers accumulate raw sums
 * ``seen``: activation values that passed while injection was on for that phase,
 * ``injected``: values hit by the mask; ``injection_rate`` = injected / seen,
 * ``changed``: values whose result differs from the clean value; ``change_rate`` = changed / seen,
-* ``rmse``: root mean square of (faulty - clean) over all seen values (non-finite results excluded,
-  counted in ``nonfinite``),
-* ``cosine``: cosine similarity of the clean and faulty tensors, over everything seen.
+* ``rmse``: root mean square of (faulty - clean) over the seen values whose faulty result is
+  finite (values that became Inf/NaN are left out, and counted in ``nonfinite``),
+* ``cosine``: cosine similarity of the clean and faulty tensors over the same finite values.
 """
 
 from __future__ import annotations
@@ -34,26 +34,32 @@ def raw_from_tensors(clean: np.ndarray, faulty: np.ndarray, hit: np.ndarray | No
     clean = np.asarray(clean, np.float64)
     faulty = np.asarray(faulty, np.float64)
     finite = np.isfinite(faulty)
-    f = np.where(finite, faulty, clean)
+    # values whose faulty result is Inf/NaN are left out of RMSE and cosine (both sides)
+    f = np.where(finite, faulty, 0.0)
+    c = np.where(finite, clean, 0.0)
     return {
         "seen": float(clean.size),
         "injected": float(np.count_nonzero(hit)) if hit is not None else float("nan"),
         "changed": float(np.count_nonzero((faulty != clean) | ~finite)),
         "nonfinite": float(np.count_nonzero(~finite)),
-        "sum_sq_err": float(np.sum((f - clean) ** 2)),
-        "sum_clean_sq": float(np.sum(clean**2)),
+        "sum_sq_err": float(np.sum((f - c) ** 2)),
+        "sum_clean_sq": float(np.sum(c**2)),
         "sum_faulty_sq": float(np.sum(f**2)),
-        "sum_dot": float(np.sum(clean * f)),
+        "sum_dot": float(np.sum(c * f)),
     }
 
 
 def derive(raw: dict[str, float]) -> dict[str, float]:
-    """Rates, RMSE and cosine similarity from raw sums (zero seen -> rates 0, cosine 1)."""
+    """Rates, RMSE and cosine similarity from raw sums (zero seen -> rates 0, cosine 1).
+
+    RMSE averages over the finite results only (seen - nonfinite), like the sums it divides;
+    with none finite it is 0 and cosine follows the zero-tensor convention below."""
     seen = raw["seen"]
     out = {k: raw[k] for k in ("seen", "injected", "changed", "nonfinite")}
     out["injection_rate"] = raw["injected"] / seen if seen else 0.0
     out["change_rate"] = raw["changed"] / seen if seen else 0.0
-    out["rmse"] = math.sqrt(raw["sum_sq_err"] / seen) if seen else 0.0
+    finite = seen - raw.get("nonfinite", 0.0)
+    out["rmse"] = math.sqrt(raw["sum_sq_err"] / finite) if finite > 0 else 0.0
     norm = math.sqrt(raw["sum_clean_sq"] * raw["sum_faulty_sq"])
     if norm > 0:
         out["cosine"] = raw["sum_dot"] / norm

@@ -232,3 +232,46 @@ def test_recalibrate_follows_the_model():
     d1.set_weights([w * 2 for w in d1.get_weights()])  # relu(2z) = 2 relu(z): range doubles
     recalibrate(patched, data)
     assert fi.current_scale() == pytest.approx(2 * before, rel=1e-5)
+
+
+def test_layer_mode_picks_one_layer_per_mask_in_evaluation():
+    model = tiny_model()
+    data = np.random.default_rng(1).random((16, 6)).astype(np.float32)
+    patched = apply_fault_injection(model, {"probability": 100, "mode": "layer",
+                                            "injection_layer": -1, "apply_during": "eval"}, data)
+    layers = injection_layers(patched)
+    chosen = []
+    for seed in range(30):
+        for epoch in (0, 1):
+            set_injection(patched, seed=seed, epoch=epoch)
+            for fi in layers:
+                fi.reset_statistics()
+            patched.predict(data, verbose=0)
+            active = [i for i, fi in enumerate(layers) if fi.statistics()["injected"] > 0]
+            assert len(active) == 1, (seed, epoch, active)  # all layers agree on the choice
+            again = patched.predict(data, verbose=0)  # and keep it while the mask stays
+            assert [fi.statistics()["injected"] > 0 for fi in layers].count(True) == 1
+            assert np.array_equal(again, patched.predict(data, verbose=0))
+            chosen.append(active[0])
+    assert set(chosen) == {0, 1, 2}
+
+
+def test_nonfinite_results_are_left_out_of_rmse_and_cosine():
+    clean = np.float32([[1.0, 2.0, 0.5, 0.25]])
+    fi = layer(injection_type="float32_bit_flip", bit=30, probability=100, apply_during="eval")
+    faulty = np.asarray(fi(clean), np.float64)  # exponent MSB: inf, 0, 2**127, 2**126
+    assert np.isinf(faulty[0, 0]) and np.isfinite(faulty[0, 1:]).all()
+    c, f = clean[0, 1:].astype(np.float64), faulty[0, 1:]
+    want_rmse = math.sqrt(np.mean((f - c) ** 2))  # over the three finite results only
+    want_cos = float(c @ f / math.sqrt((c @ c) * (f @ f)))
+    s = derive(fi.statistics())
+    assert s["nonfinite"] == 1 and s["seen"] == 4
+    assert s["rmse"] == pytest.approx(want_rmse, rel=1e-12)
+    assert s["cosine"] == pytest.approx(want_cos, rel=1e-12)
+    assert derive(raw_from_tensors(clean, faulty)) == pytest.approx(
+        {k: v for k, v in s.items() if k != "injected"} | {"injected": math.nan,
+                                                            "injection_rate": math.nan},
+        nan_ok=True)
+    # a NaN result too; the clean value there counts in neither side of the cosine
+    s = derive(raw_from_tensors([[3.0, 4.0]], [[np.nan, 4.0]]))
+    assert s["rmse"] == 0.0 and s["cosine"] == pytest.approx(1.0) and s["nonfinite"] == 1
