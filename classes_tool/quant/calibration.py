@@ -9,9 +9,13 @@ scale for the configured bit width (zero point 0, signed when the layer ever goe
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import weakref
+import zipfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -28,7 +32,7 @@ class QuantSpec:
     scale: float
     bits: int
     signed: bool
-    source: str = "calibration"  # or "fake_quant"
+    source: str = "calibration"  # or "fake_quant", or "trained" (stored with a tuned model)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,13 +142,19 @@ def calibrate_ranges(model: keras.Model, node_names: list[str], data: np.ndarray
 
 
 def quant_specs(model: keras.Model, node_names: list[str], data: np.ndarray | None,
-                bits: int, batch_size: int = 256) -> dict[str, QuantSpec]:
-    """Grid for each named layer: from the layer when it is fake-quant, else from calibration."""
+                bits: int, batch_size: int = 256, stored: dict[str, QuantSpec] | None = None
+                ) -> dict[str, QuantSpec]:
+    """Grid for each named layer: from the layer when it is fake-quant, else the `stored` grid
+    of that layer (the one a fault-aware model was trained on) when it has `bits` bits, else
+    from calibration."""
     check_bits(bits)
+    stored = stored or {}
     specs: dict[str, QuantSpec] = {}
     to_calibrate = []
     for name in node_names:
         spec = spec_from_layer(model.get_layer(name))
+        if spec is None and name in stored and stored[name].bits == bits:
+            spec = stored[name]
         if spec is None:
             to_calibrate.append(name)
         else:
@@ -154,3 +164,93 @@ def quant_specs(model: keras.Model, node_names: list[str], data: np.ndarray | No
         for name, (lo, hi) in ranges.items():
             specs[name] = spec_from_range(lo, hi, bits)
     return {n: specs[n] for n in node_names}
+
+
+# --------------------------------------------------------------------------- trained grids
+# A fault-aware tuned model is robust on the grid it was trained with. Its plain saved file (the
+# original architecture, loadable by any Keras) carries that grid beside the model: an archive
+# entry of a .keras file, a root attribute of an .h5 file. Keras ignores both; `load_model` of
+# `classes_tool.quant.sweep` reads it and attaches it to the loaded model, and the injection then
+# uses it instead of calibrating the tuned model afresh (whose ranges grew: see docs/quant.md).
+
+GRID_ENTRY = "classes_tool_activation_grid.json"
+_GRID_FORMAT = 1
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attach_grid(model: keras.Model, grid: dict[str, QuantSpec]) -> None:
+    """Remember `grid` (layer name -> trained grid) as the stored grid of `model` (in memory)."""
+    if grid:
+        _ATTACHED[model] = {n: QuantSpec(float(s.scale), int(s.bits), bool(s.signed), "trained")
+                            for n, s in grid.items()}
+    else:
+        _ATTACHED.pop(model, None)
+
+
+def attached_grid(model: keras.Model) -> dict[str, QuantSpec]:
+    """The grid attached to `model` by `attach_grid` or `load_model` ({} when none)."""
+    return dict(_ATTACHED.get(model, {}))
+
+
+def _grid_json(grid: dict[str, QuantSpec]) -> str:
+    layers = {n: {"scale": float(s.scale), "bits": int(s.bits), "signed": bool(s.signed)}
+              for n, s in grid.items()}
+    return json.dumps({"format": _GRID_FORMAT, "layers": layers}, indent=2, sort_keys=True)
+
+
+def _is_h5(path: Path) -> bool:
+    return path.suffix.lower() in (".h5", ".hdf5")
+
+
+def write_grid(path: str | Path, grid: dict[str, QuantSpec]) -> None:
+    """Store `grid` inside the saved model file at `path` (.keras archive entry or .h5 attribute)."""
+    path = Path(path)
+    text = _grid_json(grid)
+    if _is_h5(path):
+        import h5py
+
+        with h5py.File(path, "a") as f:
+            f.attrs[GRID_ENTRY] = text
+    else:
+        with zipfile.ZipFile(path, "a") as zf:
+            if GRID_ENTRY in zf.namelist():
+                raise UserError(f"{path} already holds an activation grid")
+            zf.writestr(GRID_ENTRY, text)
+
+
+def read_grid(path: str | Path) -> dict[str, QuantSpec]:
+    """The grid stored in the model file at `path` by `write_grid` ({} when it has none)."""
+    path = Path(path)
+    try:
+        if _is_h5(path):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get(GRID_ENTRY)
+            if isinstance(text, bytes):
+                text = text.decode()
+        else:
+            if not zipfile.is_zipfile(path):
+                return {}
+            with zipfile.ZipFile(path) as zf:
+                if GRID_ENTRY not in zf.namelist():
+                    return {}
+                text = zf.read(GRID_ENTRY).decode()
+        if text is None:
+            return {}
+        data = json.loads(text)
+        return {n: QuantSpec(float(v["scale"]), check_bits(int(v["bits"])), bool(v["signed"]),
+                             "trained") for n, v in data["layers"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: unreadable stored activation grid ({exc})") from exc
+
+
+def save_model_with_grid(model: keras.Model, path: str | Path,
+                         grid: dict[str, QuantSpec] | None = None) -> Path:
+    """`model.save(path)`, with `grid` (default: the one attached to `model`) stored in the file."""
+    path = Path(path)
+    grid = attached_grid(model) if grid is None else grid
+    model.save(path)
+    if grid:
+        write_grid(path, grid)
+    return path

@@ -45,6 +45,7 @@ class FaultInjectionConfig:
     calibration_samples: int = 512
     resample: str = "epoch"  # training masks: per epoch_interval, per step, or per sample
     quantize_all: bool = False  # integer strategies: every value on the grid (clipped), not only hits
+    stored_grid: bool = True  # use the grid a fault-aware tuned model was saved with; false: calibrate
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,6 +120,7 @@ def parse_fault_injection(block: dict | FaultInjectionConfig | None) -> FaultInj
     cfg.seed = _int("seed", cfg.seed, 0, 2**31 - 1)
     cfg.track_statistics = _bool("track_statistics", cfg.track_statistics)
     cfg.quantize_all = _bool("quantize_all", cfg.quantize_all)
+    cfg.stored_grid = _bool("stored_grid", cfg.stored_grid)
     cfg.resample = _choice("resample", cfg.resample, RESAMPLE)
     cfg.calibration_samples = _int("calibration_samples", cfg.calibration_samples, lo=1)
     if cfg.layers is not None:

@@ -32,6 +32,7 @@ from classes_tool.errors import UserError
 from classes_tool.graph import insert_after as graph_insert_after
 from classes_tool.quant.calibration import (
     QuantSpec,
+    attached_grid,
     calibrate_ranges,
     fake_quant_layers,
     quant_specs,
@@ -278,7 +279,8 @@ def recalibrate(model: keras.Model, data: np.ndarray, batch_size: int = 256) -> 
     During fault-aware training the weights move and so do the activation ranges; a grid frozen
     at the start would let faults shrink relative to the activations (the network could "escape"
     them by growing), and the robustness would not survive calibrating the tuned model.
-    Layers whose grid comes from a fake-quant layer keep it. Signedness is kept.
+    Layers whose grid comes from a fake-quant layer, or from the grid stored with a tuned model,
+    keep it. Signedness is kept.
     """
     layers = [fi for fi in injection_layers(model)
               if fi.grid_source == "calibration" and fi.strategy.domain == "int"]
@@ -336,7 +338,8 @@ def make_layers(model: keras.Model, config: dict | FaultInjectionConfig,
     strategy = get_strategy(cfg.injection_type, bit=cfg.bit, value=cfg.stuck_value)
     if strategy.domain == "int":
         data = None if calibration_data is None else calibration_data[:cfg.calibration_samples]
-        specs = quant_specs(model, targets, data, cfg.bit_width)
+        stored = attached_grid(model) if cfg.stored_grid else {}
+        specs = quant_specs(model, targets, data, cfg.bit_width, stored=stored)
     else:
         width = 32 if strategy.domain == "float32" else 16
         specs = {n: QuantSpec(scale=1.0, bits=width, signed=True, source=strategy.domain)
@@ -372,7 +375,9 @@ def apply_fault_injection(model: keras.Model, config: dict | FaultInjectionConfi
     """A new model with a `FaultInjection` layer after each target layer of `model`.
 
     `config` is the `fault_injection:` block. `calibration_data` (model inputs) sets the integer
-    grid of layers that carry none. `insert_after` defaults to `classes_tool.graph.insert_after`.
+    grid of layers that carry none: neither a fake-quant layer nor, unless `stored_grid: false`,
+    a grid stored with the model by fault-aware training (see `calibration.attach_grid`).
+    `insert_after` defaults to `classes_tool.graph.insert_after`.
     With `enabled: false` the model is returned unchanged.
     """
     cfg = parse_fault_injection(config)

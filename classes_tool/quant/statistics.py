@@ -74,7 +74,7 @@ def collect_statistics(model: keras.Model) -> dict[str, dict]:
     for layer in injection_layers(model):
         row = derive(layer.statistics())
         row.update(target=layer.target, injection_type=layer.injection_type, bits=layer.bits,
-                   signed=layer.signed, scale=layer.scale)
+                   signed=layer.signed, scale=layer.current_scale())
         stats[layer.name] = row
     return stats
 

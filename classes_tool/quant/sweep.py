@@ -17,6 +17,7 @@ import numpy as np
 
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.quant.calibration import attach_grid, read_grid
 from classes_tool.quant.config import (
     FaultInjectionConfig,
     load_yaml,
@@ -161,13 +162,18 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load a .h5/.keras model for inference or training; failures are user mistakes."""
+    """Load a .h5/.keras model for inference or training; failures are user mistakes.
+
+    The activation grid a fault-aware tuned model was saved with (`calibration.write_grid`) is
+    attached to the loaded model, so injecting into it uses that grid by default."""
     import classes_tool.quant.layers  # noqa: F401  (registers FaultInjection for load_model)
 
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
+    attach_grid(model, read_grid(path))
+    return model
 
 
 def _shape_text(shape: tuple) -> str:

@@ -17,6 +17,12 @@ import numpy as np
 
 from classes_tool.errors import UserError
 from classes_tool.files import publish, staging_folder
+from classes_tool.quant.calibration import (
+    QuantSpec,
+    attach_grid,
+    attached_grid,
+    save_model_with_grid,
+)
 from classes_tool.quant.config import (
     FaultInjectionConfig,
     load_yaml,
@@ -26,6 +32,7 @@ from classes_tool.quant.config import (
 from classes_tool.quant.layers import (
     InsertAfter,
     apply_fault_injection,
+    injection_layers,
     recalibrate,
     set_injection,
 )
@@ -63,6 +70,14 @@ def copy_weights(source: keras.Model, destination: keras.Model) -> None:
     for layer in destination.layers:
         if layer.weights and layer.name in names:
             layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
+def trained_grid(patched: keras.Model) -> dict[str, QuantSpec]:
+    """The integer grid each injection layer of `patched` uses now, by target layer name (layers
+    whose grid a fake-quant layer of the model declares are left out: the model carries those)."""
+    return {fi.target: QuantSpec(fi.current_scale(), fi.bits, fi.signed, "trained")
+            for fi in injection_layers(patched)
+            if fi.strategy.domain == "int" and fi.grid_source != "fake_quant"}
 
 
 def _outputs_are_probabilities(model: keras.Model, x: np.ndarray) -> bool:
@@ -103,6 +118,10 @@ def fault_aware_fit(model: keras.Model, x: np.ndarray, y: np.ndarray,
                               calib[:cfg.calibration_samples] if recalibrate_each_epoch else None)])
     plain = keras.models.clone_model(model)
     copy_weights(patched, plain)
+    # the grid it was trained on goes with the tuned model (and into its file, see
+    # `save_model_with_grid`): calibrating the tuned model afresh gives a coarser grid on which
+    # the robustness is lost
+    attach_grid(plain, {**attached_grid(model), **trained_grid(patched)})
     return patched, plain, {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 
@@ -173,7 +192,7 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
              "history": "history.json", "statistics": "fault_statistics.json"}
     with staging_folder(out) as stage:
         staged = {role: stage / name for role, name in names.items()}
-        plain.save(staged["model"])
+        save_model_with_grid(plain, staged["model"])  # with the grid it was trained on
         patched.save(staged["injected_model"])  # before the evaluation runs it further
         staged["history"].write_text(json.dumps(history, indent=2) + "\n")
         stats = collect_statistics(patched)
