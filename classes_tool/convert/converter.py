@@ -67,6 +67,27 @@ class KT:
         return [0, *range(2, rank), 1]
 
 
+@dataclass
+class BatchMoved:
+    """The ONNX tensor ``Transpose(source, perm)`` where `perm` moves the batch off axis 0.
+
+    Keras keeps the batch first, so no layer is made for such a Transpose: the tensor is kept
+    as this pending view, and the ops that take it apart along its new leading axes (Gather,
+    Slice, Split, Squeeze, or a Transpose that brings the batch back, as in attention blocks
+    that reshape to (B, N, 3, h, d), transpose the 3 to the front and pick q, k, v) are
+    rewritten on `source`. Any other consumer is refused. `origin` names the Transpose.
+    """
+
+    source: KT
+    perm: tuple[int, ...]
+    origin: str
+
+    @property
+    def onnx_shape(self) -> tuple:
+        shape = self.source.onnx_shape
+        return tuple(shape[p] for p in self.perm)
+
+
 def _attrs(node: onnx.NodeProto) -> dict:
     out = {}
     for attr in node.attribute:
@@ -77,6 +98,21 @@ def _attrs(node: onnx.NodeProto) -> dict:
             value = numpy_helper.to_array(value)
         out[attr.name] = value
     return out
+
+
+def _resize10_as_resize11(node: onnx.NodeProto, inputs: list
+                          ) -> tuple[onnx.NodeProto, list]:
+    """Resize-10 (X, scales) in the form of Resize-11 (X, roi, scales), with the asymmetric,
+    floor-rounding coordinates of Resize-10: the reference evaluator implements only the newer
+    signature, and would read Resize-10's scales as the roi."""
+    attrs = {"mode": "nearest"}
+    attrs.update(_attrs(node))
+    attrs["coordinate_transformation_mode"] = "asymmetric"
+    if attrs["mode"] == "nearest":
+        attrs["nearest_mode"] = "floor"
+    new = helper.make_node("Resize", [node.input[0], "", node.input[1]], list(node.output),
+                           name=node.name, **attrs)
+    return new, [inputs[0], None, inputs[1]]
 
 
 def sanitize(name: str) -> str:
@@ -121,7 +157,7 @@ class Converter:
         return self.unique(self.base_name + (f"_{suffix}" if suffix else ""))
 
     # ---- tensor table -------------------------------------------------------------------
-    def get(self, tensor_name: str) -> np.ndarray | KT | None:
+    def get(self, tensor_name: str) -> np.ndarray | KT | BatchMoved | None:
         if tensor_name == "":
             return None
         if tensor_name not in self.values:
@@ -150,9 +186,9 @@ class Converter:
                             "tensor computed from the model input is expected")
         return value
 
-    def out(self, value: np.ndarray | KT | object, channels_last: bool = False,
+    def out(self, value: np.ndarray | KT | BatchMoved | object, channels_last: bool = False,
             index: int = 0) -> None:
-        if not isinstance(value, (np.ndarray, KT)):
+        if not isinstance(value, (np.ndarray, KT, BatchMoved)):
             value = KT(value, channels_last and len(value.shape) >= 3)
         self.values[self.node.output[index]] = value
 
@@ -209,21 +245,39 @@ class Converter:
         return tensor
 
     # ---- folding ------------------------------------------------------------------------
-    def fold(self, node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    def fold(self, node: onnx.NodeProto, inputs: list[np.ndarray | None]
+             ) -> list[np.ndarray | None]:
+        """Evaluate one node whose inputs are all constants; one result per output slot.
+
+        The node runs inside a one-node model that imports the model's own opsets: a bare
+        node given to the reference evaluator runs with the newest opset, where ops whose
+        signature changed (Unsqueeze/Squeeze/Reduce*/Split with `axes` as an attribute, Slice,
+        Pad, Clip, Resize, ...) fail or compute something else. An unnamed (skipped) optional
+        output gets None.
+        """
         from onnx.reference import ReferenceEvaluator
 
-        opsets = {o.domain or "": o.version for o in self.model.opset_import}
+        if node.op_type == "Resize" and self.opset < 11:
+            node, inputs = _resize10_as_resize11(node, inputs)
+        names = [n for n in dict.fromkeys(node.input) if n]
+        graph = helper.make_graph(
+            [node], "fold", [helper.make_empty_tensor_value_info(n) for n in names],
+            [helper.make_empty_tensor_value_info(n) for n in node.output if n])
+        model = helper.make_model(graph, opset_imports=list(self.model.opset_import))
         try:
-            evaluator = ReferenceEvaluator(node, opsets=opsets)
+            evaluator = ReferenceEvaluator(model)
             feeds = {n: v for n, v in zip(node.input, inputs, strict=True) if n}
-            results = evaluator.run(None, feeds)
+            results = iter(evaluator.run(None, feeds))
+            return [np.asarray(next(results)) if n else None for n in node.output]
         except Exception as exc:  # the reference evaluator raises many types
             raise UserError(f"could not fold constant node {self.node_label}: "
                             f"{type(exc).__name__}: {exc}") from exc
-        return [np.asarray(r) for r in results]
 
-    def static_shape(self, kt: KT) -> list[int]:
+    def static_shape(self, kt: KT | BatchMoved) -> list[int]:
         """ONNX shape of `kt` with the batch dimension as 1 (shape arithmetic is then folded)."""
+        if isinstance(kt, BatchMoved):
+            source = self.static_shape(kt.source)
+            return [source[p] for p in kt.perm]
         shape = list(kt.onnx_shape)
         if any(d is None for d in shape[1:]):
             raise UserError(f"node {self.node_label}: the shape of its input is not static; "
@@ -232,7 +286,7 @@ class Converter:
 
     # ---- main loop ----------------------------------------------------------------------
     def run(self, input_shapes: Sequence[Sequence[int]] | None) -> keras.Model:
-        from .ops import CONVERTERS
+        from .ops import BATCH_MOVED_CONVERTERS, CONVERTERS
 
         graph = self.model.graph
         for init in graph.initializer:
@@ -271,18 +325,33 @@ class Converter:
                 raise UserError(f"unsupported ONNX op {node.domain}.{node.op_type} at node "
                                 f"{node.name or '(unnamed)'}")
             values = [self.get(n) for n in node.input]
-            if node.op_type == "Shape" and isinstance(values[0], KT):
+            if node.op_type == "Shape" and isinstance(values[0], (KT, BatchMoved)):
                 shape = np.asarray(self.static_shape(values[0]), dtype=np.int64)
                 attrs = _attrs(node)
                 start, end = attrs.get("start", 0), attrs.get("end", None)
                 self.out(shape[start:end])
                 continue
-            if node.op_type == "Size" and isinstance(values[0], KT):
+            if node.op_type == "Size" and isinstance(values[0], (KT, BatchMoved)):
                 self.out(np.asarray(np.prod(self.static_shape(values[0])), dtype=np.int64))
+                continue
+            moved = next((v for v in values if isinstance(v, BatchMoved)), None)
+            if moved is not None:
+                fn = BATCH_MOVED_CONVERTERS.get(node.op_type)
+                if fn is None or not isinstance(values[0], BatchMoved):
+                    raise UserError(
+                        f"node {self.node_label} reads the output of {moved.origin}, a "
+                        "Transpose that moves the batch axis; only Gather, Slice, Split, "
+                        "Squeeze, or a Transpose that brings the batch back to the front may "
+                        "follow such a Transpose")
+                try:
+                    fn(self, node, _attrs(node))
+                except ValueError as exc:
+                    raise UserError(f"cannot convert node {self.node_label}: {exc}") from exc
                 continue
             if node.op_type not in _NO_FOLD and all(not isinstance(v, KT) for v in values):
                 for i, result in enumerate(self.fold(node, values)):
-                    self.out(result, index=i)
+                    if result is not None:
+                        self.out(result, index=i)
                 continue
             fn = CONVERTERS.get(node.op_type)
             if fn is None:
@@ -297,6 +366,9 @@ class Converter:
         self.onnx_output_names = []
         for value_info in graph.output:
             value = self.values.get(value_info.name)
+            if isinstance(value, BatchMoved):
+                raise UserError(f"model output {value_info.name!r} comes from {value.origin}, "
+                                "a Transpose that moves the batch axis; not supported")
             if not isinstance(value, KT):
                 raise UserError(f"model output {value_info.name!r} is a constant; nothing to "
                                 "convert")

@@ -250,6 +250,52 @@ class Pad(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package=_PKG)
+class LRN(keras.layers.Layer):
+    """ONNX LRN (local response normalisation across channels, AlexNet/GoogLeNet style).
+
+    ``y = x / (bias + alpha / size * s) ** beta`` where ``s`` sums ``x**2`` over the channels
+    ``c - floor((size-1)/2) .. c + ceil((size-1)/2)`` (clipped at the ends) along `axis`.
+    Keras has no such layer, and TensorFlow's ``local_response_normalization`` neither
+    divides alpha by the size nor takes even sizes, so it is written with keras.ops.
+    """
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, bias=1.0, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        if self.size < 1:
+            raise ValueError(f"LRN size must be positive, got {size}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.bias = float(bias)
+        self.axis = int(axis)
+
+    def call(self, inputs):
+        rank = len(inputs.shape)
+        axis = self.axis % rank
+        channels = int(inputs.shape[axis])
+        before = (self.size - 1) // 2
+        pads = [[0, 0] for _ in range(rank)]
+        pads[axis] = [before, self.size - 1 - before]
+        squares = ops.pad(ops.square(inputs), pads)
+        total = None
+        for offset in range(self.size):  # the window sum, one shifted slice per position
+            index = [slice(None)] * rank
+            index[axis] = slice(offset, offset + channels)
+            part = squares[tuple(index)]
+            total = part if total is None else total + part
+        return inputs / ops.power(self.bias + (self.alpha / self.size) * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size, alpha=self.alpha, beta=self.beta, bias=self.bias,
+                      axis=self.axis)
+        return config
+
+
 _REDUCE = {"mean": ops.mean, "sum": ops.sum, "max": ops.max, "min": ops.min, "prod": ops.prod}
 
 
@@ -330,4 +376,4 @@ def _broadcast_shapes(a, b):
 
 
 CUSTOM_LAYERS = (Constant, Div, MatMul, HardSigmoid, Clip, Elementwise, Slice, Gather, Pad,
-                 Reduce, Resize)
+                 LRN, Reduce, Resize)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 CONVERTERS: dict[str, Callable] = {}
+#: Converters for a node whose first input is a `BatchMoved` view (see converter.py).
+BATCH_MOVED_CONVERTERS: dict[str, Callable] = {}
 
 
 def register(*op_types: str) -> Callable:
@@ -16,6 +18,17 @@ def register(*op_types: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         for op_type in op_types:
             CONVERTERS[op_type] = fn
+        return fn
+
+    return wrap
+
+
+def register_batch_moved(*op_types: str) -> Callable:
+    """Decorator: the converter of these ops when their first input is a `BatchMoved` view."""
+
+    def wrap(fn: Callable) -> Callable:
+        for op_type in op_types:
+            BATCH_MOVED_CONVERTERS[op_type] = fn
         return fn
 
     return wrap

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 
@@ -95,6 +97,14 @@ def prelu(cv, node, attrs):
 
 @register("Softmax", "LogSoftmax")
 def softmax(cv, node, attrs):
+    """Softmax/LogSoftmax; before opset 13 over all axes from `axis` on (as one flat axis).
+
+    Over several axes, unit axes are dropped first (an `(N, C, 1, 1)` map is a softmax over C
+    alone). Keras' own multi-axis Softmax computes ``exp(x - logsumexp(x))``, which cancels
+    catastrophically in float32 at large logits (all outputs 1 instead of 1e-3 at 7e9), so
+    several non-unit axes are merged by a Reshape (they are contiguous in either layout),
+    normalised by a one-axis Softmax and reshaped back.
+    """
     x = cv.kt(0)
     rank = x.rank
     if cv.opset < 13:
@@ -104,12 +114,24 @@ def softmax(cv, node, attrs):
         onnx_axes = [attrs.get("axis", -1) % rank]
     if 0 in onnx_axes:
         raise UserError(f"node {cv.node_label}: softmax over the batch is not supported")
+    shape = x.keras_shape
     axes = sorted(x.keras_axis(a) for a in onnx_axes)
+    wide = [a for a in axes if shape[a] != 1]
+    if len(wide) <= 1:
+        # a softmax over unit axes only is 1 everywhere (log: 0): any one of them does
+        axes = wide or axes[:1]
+    elif node.op_type == "Softmax":
+        first, last = axes[0], axes[-1]
+        merged = (*shape[1:first], math.prod(int(shape[a]) for a in axes), *shape[last + 1:])
+        flat = keras.layers.Reshape(merged, name=cv.name("merge_axes"))(x.tensor)
+        y = keras.layers.Softmax(axis=first, name=cv.name())(flat)
+        y = keras.layers.Reshape(tuple(shape[1:]), name=cv.name("split_axes"))(y)
+        cv.out(y, channels_last=x.channels_last)
+        return
     if node.op_type == "LogSoftmax":
         if axes != [rank - 1]:
             raise UserError(f"node {cv.node_label}: LogSoftmax only over the last axis")
         layer = keras.layers.Activation("log_softmax", name=cv.name())
     else:
-        layer = keras.layers.Softmax(axis=axes[0] if len(axes) == 1 else tuple(axes),
-                                     name=cv.name())
+        layer = keras.layers.Softmax(axis=axes[0], name=cv.name())
     _same_layout(cv, layer)

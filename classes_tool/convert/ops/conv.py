@@ -1,4 +1,4 @@
-"""Conv, ConvTranspose, Gemm, MatMul and BatchNormalization as Keras weight layers."""
+"""Conv, ConvTranspose, Gemm, MatMul, BatchNormalization (weight layers) and LRN."""
 
 from __future__ import annotations
 
@@ -203,3 +203,14 @@ def batch_norm(cv, node, attrs):
     y = layer(x.tensor)
     layer.set_weights([scale, bias, mean, var])
     cv.out(y, channels_last=x.channels_last)
+
+
+@register("LRN")
+def lrn(cv, node, attrs):
+    x = cv.kt(0)
+    if x.rank < 3:
+        raise UserError(f"node {cv.node_label}: LRN needs a (N, C, ...) feature map")
+    layer = L.LRN(int(attrs["size"]), alpha=attrs.get("alpha", 1e-4),
+                  beta=attrs.get("beta", 0.75), bias=attrs.get("bias", 1.0),
+                  axis=x.keras_axis(1), name=cv.name())
+    cv.out(layer(x.tensor), channels_last=x.channels_last)

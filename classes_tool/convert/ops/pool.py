@@ -10,6 +10,7 @@ import numpy as np
 from classes_tool.errors import UserError
 
 from .. import layers as L
+from ..converter import KT
 from . import register
 from .conv import explicit_pads, tf_same_pads
 
@@ -28,6 +29,25 @@ def _ceil_extra(spatial, kernel, strides, pads) -> list[int]:
     return extra
 
 
+def _window_counts(spatial, kernel, strides, pads, extra, include_pad) -> np.ndarray:
+    """Cells each average-pooling window divides by, as an array over the output positions.
+
+    Windows run over the input padded by `pads` plus the `extra` end cells of ceil_mode. A
+    window counts the input cells it covers, or with `include_pad` also the explicit pads
+    (never the ceil_mode extra), as ONNX Runtime does.
+    """
+    per_axis = []
+    for size, k, s, (b, e), x_ in zip(spatial, kernel, strides, pads, extra, strict=True):
+        n_out = (size + b + e + x_ - k) // s + 1
+        start = np.arange(n_out) * s - b  # window start in input coordinates
+        low, high = (-b, size + e) if include_pad else (0, size)
+        per_axis.append(np.minimum(start + k, high) - np.maximum(start, low))
+    counts = per_axis[0]
+    for axis_counts in per_axis[1:]:
+        counts = np.multiply.outer(counts, axis_counts)
+    return counts
+
+
 @register("MaxPool", "AveragePool")
 def pool(cv, node, attrs):
     x = cv.kt(0)
@@ -41,36 +61,48 @@ def pool(cv, node, attrs):
         raise UserError(f"node {cv.node_label}: dilated pooling is not supported")
     pads = explicit_pads(cv, attrs, spatial, kernel, strides, [1] * n)
     is_max = node.op_type == "MaxPool"
+    include_pad = bool(attrs.get("count_include_pad", 0))
+    extra = [0] * n
     if attrs.get("ceil_mode", 0):
         extra = _ceil_extra(spatial, kernel, strides, pads)
-        if any(extra):
-            if not is_max:
-                raise UserError(f"node {cv.node_label}: AveragePool with ceil_mode that changes "
-                                "the output size is not supported")
-            pads = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
     tensor = cv.channels_last(x)
-    if all(p == (0, 0) for p in pads):
-        padding = "valid"
-    elif pads == tf_same_pads(spatial, kernel, strides, [1] * n) and (
-            is_max or not attrs.get("count_include_pad", 0)):
-        padding = "same"  # TF 'same' pooling ignores padded cells: max and exclusive average
-    elif is_max:
-        full = [[0, 0], *pads, [0, 0]]
-        tensor = L.Pad(full, mode="constant", constant_value=_LOWEST,
-                       name=cv.name("pad"))(tensor)
-        padding = "valid"
-    elif attrs.get("count_include_pad", 0):
-        layer = keras.layers.ZeroPadding2D if n == 2 else keras.layers.ZeroPadding1D
-        tensor = layer(tuple(pads) if n == 2 else pads[0], name=cv.name("pad"))(tensor)
-        padding = "valid"
-    else:
-        raise UserError(f"node {cv.node_label}: AveragePool with these pads excluded from the "
-                        "average is not supported")
     if is_max:
         cls = keras.layers.MaxPooling2D if n == 2 else keras.layers.MaxPooling1D
-    else:
-        cls = keras.layers.AveragePooling2D if n == 2 else keras.layers.AveragePooling1D
-    y = cls(pool_size=kernel, strides=strides, padding=padding, name=cv.name())(tensor)
+        full = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
+        if all(p == (0, 0) for p in full):
+            padding = "valid"
+        elif full == tf_same_pads(spatial, kernel, strides, [1] * n):
+            padding = "same"  # TF 'same' pooling ignores padded cells
+        else:
+            tensor = L.Pad([[0, 0], *full, [0, 0]], mode="constant", constant_value=_LOWEST,
+                           name=cv.name("pad"))(tensor)
+            padding = "valid"
+        y = cls(pool_size=kernel, strides=strides, padding=padding, name=cv.name())(tensor)
+        cv.out(y, channels_last=True)
+        return
+    cls = keras.layers.AveragePooling2D if n == 2 else keras.layers.AveragePooling1D
+    if (not include_pad and not any(extra)
+            and pads == tf_same_pads(spatial, kernel, strides, [1] * n)):
+        # TF 'same' average pooling divides by the input cells only, as ONNX does here
+        y = cls(pool_size=kernel, strides=strides, padding="same", name=cv.name())(tensor)
+        cv.out(y, channels_last=True)
+        return
+    # general case: average the zero-padded input over whole windows (the sum over each
+    # window / kernel size), then rescale every output position by kernel size / its count
+    full = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
+    if any(p != (0, 0) for p in full):
+        layer = keras.layers.ZeroPadding2D if n == 2 else keras.layers.ZeroPadding1D
+        tensor = layer(tuple(full) if n == 2 else full[0], name=cv.name("pad"))(tensor)
+    y = cls(pool_size=kernel, strides=strides, padding="valid", name=cv.name())(tensor)
+    counts = _window_counts(spatial, kernel, strides, pads, extra, include_pad)
+    if np.any(counts <= 0):
+        raise UserError(f"node {cv.node_label}: a pooling window covers no input cell")
+    if np.any(counts != math.prod(kernel)):
+        scale = (math.prod(kernel) / counts).astype("float32")
+        # ONNX layout (1, 1, *spatial): constant_like turns it channels-last
+        scale = scale.reshape((1, 1, *scale.shape))
+        const = cv.constant_like(scale, KT(y, True), True, "count")
+        y = keras.layers.Multiply(name=cv.name("rescale"))([y, const])
     cv.out(y, channels_last=True)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from classes_tool.errors import UserError
 
 from .. import layers as L
-from ..converter import KT
-from . import register
+from ..converter import KT, BatchMoved
+from . import register, register_batch_moved
 
 
 def _reshape_to(cv, x: KT, target: list[int]):
@@ -105,20 +105,129 @@ def unsqueeze(cv, node, attrs):
     cv.out(_reshape_to(cv, x, new))
 
 
+def _permuted(cv, x: KT, perm: list[int]) -> KT:
+    """`x` transposed by an ONNX `perm` that keeps the batch first (a Permute, or nothing)."""
+    # output ONNX axis j is input ONNX axis perm[j], which Keras holds at keras_axis(perm[j])
+    source = [x.keras_axis(p) for p in perm]
+    if source == list(range(x.rank)):
+        return KT(x.tensor, False)
+    return KT(keras.layers.Permute(tuple(source[1:]), name=cv.name())(x.tensor), False)
+
+
+def _settle(cv, source: KT, perm: list[int], origin: str, index: int = 0) -> None:
+    """Output `Transpose(source, perm)`: a real tensor once the batch is first again."""
+    if perm[0] == 0:
+        cv.out(_permuted(cv, source, perm), index=index)
+    else:
+        cv.out(BatchMoved(source, tuple(perm), origin), index=index)
+
+
 @register("Transpose")
 def transpose(cv, node, attrs):
     x = cv.kt(0)
     rank = x.rank
-    perm = [int(p) for p in attrs.get("perm", list(range(rank))[::-1])]
-    if perm[0] != 0:
-        raise UserError(f"node {cv.node_label}: Transpose moving the batch axis is not "
-                        "supported")
-    # output ONNX axis j is input ONNX axis perm[j], which Keras holds at keras_axis(perm[j])
-    source = [x.keras_axis(p) for p in perm]
-    if source == list(range(rank)):
-        cv.out(KT(x.tensor, False))
-        return
-    cv.out(keras.layers.Permute(tuple(source[1:]), name=cv.name())(x.tensor))
+    perm = [int(p) % rank for p in attrs.get("perm", list(range(rank))[::-1])]
+    if sorted(perm) != list(range(rank)):
+        raise UserError(f"node {cv.node_label}: Transpose perm {perm} is not a permutation")
+    # a perm moving the batch stays pending (BatchMoved) until its consumers take it apart
+    _settle(cv, x, perm, cv.node_label)
+
+
+@register_batch_moved("Transpose")
+def transpose_moved(cv, node, attrs):
+    x = cv.get(node.input[0])
+    rank = len(x.perm)
+    perm = [int(p) % rank for p in attrs.get("perm", list(range(rank))[::-1])]
+    if sorted(perm) != list(range(rank)):
+        raise UserError(f"node {cv.node_label}: Transpose perm {perm} is not a permutation")
+    _settle(cv, x.source, [x.perm[p] for p in perm], x.origin)
+
+
+@register_batch_moved("Identity", "Dropout")
+def identity_moved(cv, node, attrs):
+    cv.out(cv.get(node.input[0]))
+
+
+def _batch_axis_refused(cv, x: BatchMoved, what: str):
+    return UserError(f"node {cv.node_label}: {what} the batch axis (moved to axis "
+                     f"{x.perm.index(0)} by {x.origin}) is not supported")
+
+
+@register_batch_moved("Squeeze")
+def squeeze_moved(cv, node, attrs):
+    x = cv.get(node.input[0])
+    shape = cv.static_shape(x)
+    axes = _axes_input(cv, node, attrs)
+    if axes is None:
+        axes = [i for i, d in enumerate(shape) if d == 1 and x.perm[i] != 0]
+    axes = {int(a) % len(shape) for a in axes}
+    if any(x.perm[a] == 0 for a in axes):
+        raise _batch_axis_refused(cv, x, "squeezing")
+    if any(shape[a] != 1 for a in axes):
+        raise UserError(f"node {cv.node_label}: squeezing an axis whose size is not 1")
+    gone = {x.perm[a] for a in axes}  # source axes that disappear
+    source_shape = cv.static_shape(x.source)
+    kept = [i for i in range(len(source_shape)) if i not in gone]
+    source = KT(_reshape_to(cv, x.source, [source_shape[i] for i in kept]), False)
+    perm = [kept.index(x.perm[j]) for j in range(len(shape)) if j not in axes]
+    _settle(cv, source, perm, x.origin)
+
+
+@register_batch_moved("Gather")
+def gather_moved(cv, node, attrs):
+    x = cv.get(node.input[0])
+    indices = np.asarray(cv.const(1))
+    axis = int(attrs.get("axis", 0)) % len(x.perm)
+    source_axis = x.perm[axis]
+    if source_axis == 0:
+        raise _batch_axis_refused(cv, x, "Gather on")
+    source = _gather(cv, x.source, source_axis, indices)
+    if indices.ndim == 0:  # the axis is gone: renumber the source axes after it
+        perm = [p - (p > source_axis) for j, p in enumerate(x.perm) if j != axis]
+    else:
+        perm = list(x.perm)
+    _settle(cv, source, perm, x.origin)
+
+
+def _slice_args(cv, attrs, rank: int):
+    """(axes, starts, ends, steps) of the current Slice node, for either opset form."""
+    if cv.opset < 10:
+        starts, ends = attrs["starts"], attrs["ends"]
+        axes = attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = [int(v) for v in cv.const(1).reshape(-1)]
+        ends = [int(v) for v in cv.const(2).reshape(-1)]
+        axes = cv.const(3, required=False)
+        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes.reshape(-1)]
+        steps = cv.const(4, required=False)
+        steps = [1] * len(starts) if steps is None else [int(s) for s in steps.reshape(-1)]
+    return [int(a) % rank for a in axes], starts, ends, steps
+
+
+@register_batch_moved("Slice")
+def slice_moved(cv, node, attrs):
+    x = cv.get(node.input[0])
+    axes, starts, ends, steps = _slice_args(cv, attrs, len(x.perm))
+    source = x.source
+    # _slice_layer refuses a real slice of the batch (source axis 0) and skips a whole one
+    tensor = _slice_layer(cv, source, [x.perm[a] for a in axes], starts, ends, steps)
+    cv.out(BatchMoved(KT(tensor, source.channels_last), x.perm, x.origin))
+
+
+@register_batch_moved("Split")
+def split_moved(cv, node, attrs):
+    x = cv.get(node.input[0])
+    axis = int(attrs.get("axis", 0)) % len(x.perm)
+    source_axis = x.perm[axis]
+    if source_axis == 0:
+        raise _batch_axis_refused(cv, x, "splitting")
+    source = x.source
+    for i, (start, part) in enumerate(_split_parts(cv, node, attrs,
+                                                   cv.static_shape(x)[axis])):
+        tensor = _slice_layer(cv, source, [source_axis], [start], [start + part], [1],
+                              suffix=str(i))
+        cv.out(BatchMoved(KT(tensor, source.channels_last), x.perm, x.origin), index=i)
 
 
 @register("Concat")
@@ -176,40 +285,46 @@ def _slice_layer(cv, x: KT, onnx_axes, starts, ends, steps, suffix=""):
 @register("Slice")
 def slice_(cv, node, attrs):
     x = cv.kt(0)
-    if cv.opset < 10:
-        starts, ends = attrs["starts"], attrs["ends"]
-        axes = attrs.get("axes", list(range(len(starts))))
-        steps = [1] * len(starts)
-    else:
-        starts = [int(v) for v in cv.const(1).reshape(-1)]
-        ends = [int(v) for v in cv.const(2).reshape(-1)]
-        axes = cv.const(3, required=False)
-        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes.reshape(-1)]
-        steps = cv.const(4, required=False)
-        steps = [1] * len(starts) if steps is None else [int(s) for s in steps.reshape(-1)]
+    axes, starts, ends, steps = _slice_args(cv, attrs, x.rank)
     cv.out(_slice_layer(cv, x, axes, starts, ends, steps), channels_last=x.channels_last)
+
+
+def _split_parts(cv, node, attrs, size: int) -> list[tuple[int, int]]:
+    """(start, length) of each output of the current Split node along an axis of `size`."""
+    parts = attrs.get("split")
+    if parts is None and len(node.input) > 1 and node.input[1]:
+        parts = [int(p) for p in cv.const(1).reshape(-1)]
+    if parts is None:
+        n = int(attrs.get("num_outputs", len(node.output)))
+        chunk = math.ceil(size / n)
+        parts = [min(chunk, size - i * chunk) for i in range(n)]
+    parts = [int(p) for p in parts]
+    if sum(parts) != size:
+        raise UserError(f"node {cv.node_label}: split sizes {parts} do not add up to {size}")
+    starts = [sum(parts[:i]) for i in range(len(parts))]
+    return list(zip(starts, parts, strict=True))
 
 
 @register("Split")
 def split(cv, node, attrs):
     x = cv.kt(0)
     axis = int(attrs.get("axis", 0)) % x.rank
-    size = int(x.onnx_shape[axis])
-    parts = attrs.get("split")
-    if parts is None and len(node.input) > 1 and node.input[1]:
-        parts = [int(p) for p in cv.const(1).reshape(-1)]
-    n_out = len(node.output)
-    if parts is None:
-        n = int(attrs.get("num_outputs", n_out))
-        chunk = math.ceil(size / n)
-        parts = [min(chunk, size - i * chunk) for i in range(n)]
-    if sum(parts) != size:
-        raise UserError(f"node {cv.node_label}: split sizes {parts} do not add up to {size}")
-    start = 0
-    for i, part in enumerate(parts):
+    for i, (start, part) in enumerate(_split_parts(cv, node, attrs, int(x.onnx_shape[axis]))):
         y = _slice_layer(cv, x, [axis], [start], [start + part], [1], suffix=str(i))
-        start += part
         cv.out(y, channels_last=x.channels_last, index=i)
+
+
+def _gather(cv, x: KT, axis: int, indices: np.ndarray) -> KT:
+    """`x` gathered at constant `indices` along ONNX `axis` (not the batch)."""
+    if indices.ndim > 1:
+        raise UserError(f"node {cv.node_label}: Gather with multi-dimensional indices is not "
+                        "supported")
+    size = int(x.onnx_shape[axis])
+    flat = [int(i) % size for i in indices.reshape(-1)]
+    if indices.ndim == 0:
+        return KT(L.Gather(axis, flat, scalar=True, name=cv.name())(cv.onnx_layout(x)), False)
+    tensor = L.Gather(x.keras_axis(axis), flat, name=cv.name())(x.tensor)
+    return KT(tensor, x.channels_last and len(tensor.shape) >= 3)
 
 
 @register("Gather")
@@ -219,17 +334,7 @@ def gather(cv, node, attrs):
     axis = int(attrs.get("axis", 0)) % x.rank
     if axis == 0:
         raise UserError(f"node {cv.node_label}: Gather on the batch axis is not supported")
-    if indices.ndim > 1:
-        raise UserError(f"node {cv.node_label}: Gather with multi-dimensional indices is not "
-                        "supported")
-    size = int(x.onnx_shape[axis])
-    flat = [int(i) % size for i in indices.reshape(-1)]
-    if indices.ndim == 0:
-        tensor = cv.onnx_layout(x)
-        cv.out(L.Gather(axis, flat, scalar=True, name=cv.name())(tensor))
-    else:
-        cv.out(L.Gather(x.keras_axis(axis), flat, name=cv.name())(x.tensor),
-               channels_last=x.channels_last)
+    cv.out(_gather(cv, x, axis, indices))
 
 
 @register("Pad")
