@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,6 +17,21 @@ from collections.abc import Callable, Sequence
 from classes_tool.errors import UserError
 
 EXIT_USER_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, reading any argument that starts like a negative number as a value.
+
+    Stock argparse takes only plain numbers (-3, -0.5) for values and everything else that
+    starts with "-" for an option, so `--range -3,3` or `--tolerance -1e-3` failed with
+    "expected one argument". No option of ours is spelled like a number, so an argument
+    starting with "-" and a digit (or "-." and a digit) is always a value. Subcommand parsers
+    inherit this class.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def _quiet_tensorflow() -> None:
@@ -159,12 +175,12 @@ def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="DATA.npz",
                    help="inputs whose golden activations give each target's normal range")
     p.add_argument("--range", type=_range, metavar="LOW,HIGH",
-                   help="normal value range for all targets (instead of calibration); "
-                        "write a negative LOW as --range=-2,2")
+                   help="normal value range for all targets (instead of calibration), "
+                        "e.g. --range -2,2")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="classes-tool", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="classes-tool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("describe", help="describe a model's graph as JSON")
