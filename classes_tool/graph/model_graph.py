@@ -15,6 +15,20 @@ from typing import Any
 from classes_tool.errors import UserError
 
 
+def with_registered_names(custom_objects: dict[str, Any] | None,
+                          layers: list[tuple[str | None, str]]) -> dict[str, Any] | None:
+    """`custom_objects`, where a class given by its class name also answers to the registered
+    name ("package>Class") that a layer of `layers` ((registered name, class name) pairs) was
+    saved under: Keras looks a custom layer up by that name only."""
+    if not custom_objects:
+        return custom_objects
+    out = dict(custom_objects)
+    for registered, class_name in layers:
+        if registered and registered not in out and class_name in custom_objects:
+            out[registered] = custom_objects[class_name]
+    return out
+
+
 @dataclass(frozen=True)
 class TensorRef:
     """Output `index` of layer `layer` (its first and only call)."""

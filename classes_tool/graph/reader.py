@@ -19,7 +19,7 @@ import numpy as np
 
 from classes_tool.errors import UserError
 from classes_tool.graph.dialects import parse_model_config
-from classes_tool.graph.model_graph import ModelGraph
+from classes_tool.graph.model_graph import ModelGraph, with_registered_names
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -42,14 +42,18 @@ def file_kind(path: Path) -> str:
     raise UserError(f"{path} is neither an HDF5 (.h5) nor a Keras (.keras) model file")
 
 
-def read_model(path: str | Path) -> ModelGraph:
-    """Read `path` (.h5 or .keras) into a ModelGraph carrying the weights."""
+def read_model(path: str | Path, custom_objects: dict[str, Any] | None = None) -> ModelGraph:
+    """Read `path` (.h5 or .keras) into a ModelGraph carrying the weights.
+
+    `custom_objects` (as for `keras.models.load_model`) are needed only for a .keras file with
+    custom layers that are not registered in this process: its weights are read through Keras.
+    """
     path = Path(path)
     kind = file_kind(path)
     if kind == "h5":
         return _read_h5(path)
     if kind == "keras":
-        return _read_keras(path)
+        return _read_keras(path, custom_objects)
     raise UserError(f"{path} is an ONNX file: convert it first (classes-tool convert)")
 
 
@@ -86,7 +90,7 @@ def _layer_arrays(group: h5py.Group, name: str) -> list[np.ndarray]:
     return [np.asarray(layer[n]) for n in names]
 
 
-def _read_keras(path: Path) -> ModelGraph:
+def _read_keras(path: Path, custom_objects: dict[str, Any] | None = None) -> ModelGraph:
     try:
         with zipfile.ZipFile(path) as z:
             config = json.loads(z.read("config.json"))
@@ -97,7 +101,9 @@ def _read_keras(path: Path) -> ModelGraph:
 
     import classes_tool  # noqa: F401  (registers our layers)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        custom = with_registered_names(custom_objects, [
+            (n.registered_name, n.class_name) for n in graph.nodes])
+        model = keras.saving.load_model(path, compile=False, custom_objects=custom)
     except Exception as exc:  # noqa: BLE001 - any load failure is a problem with the file
         raise UserError(f"cannot load the weights of {path}: {exc}") from None
     graph.weights = weights_by_layer(model)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from classes_tool.errors import UserError
-from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
+from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef, with_registered_names
 
 _UNRECOGNIZED = re.compile(r"Unrecognized keyword arguments passed to \w+: (\{.*?\})")
 
@@ -19,7 +19,8 @@ _UNRECOGNIZED = re.compile(r"Unrecognized keyword arguments passed to \w+: (\{.*
 def _instantiate(spec: dict[str, Any], custom_objects: dict[str, Any] | None
                  ) -> keras.layers.Layer:
     builtin = getattr(keras.layers, spec["class_name"], None)
-    if spec.get("module") in ("keras.layers", None) and isinstance(builtin, type):
+    custom = spec.get("module") is None and spec.get("registered_name")
+    if spec.get("module") in ("keras.layers", None) and not custom and isinstance(builtin, type):
         return builtin.from_config(spec["config"])  # precise errors, no wrapper
     return keras.saving.deserialize_keras_object(spec, custom_objects=custom_objects)
 
@@ -29,8 +30,14 @@ def _deserialize(node: Node, custom_objects: dict[str, Any] | None) -> keras.lay
     if node.module:
         spec["module"] = node.module
         spec["registered_name"] = node.registered_name
+    elif node.registered_name:
+        # a custom class of the user's own script: Keras writes `module: None` for classes of
+        # `__main__` and finds them by their registered name ("package>Class") alone
+        spec["registered_name"] = node.registered_name
     elif hasattr(keras.layers, node.class_name):  # Keras 2 configs name no module
         spec["module"] = "keras.layers"
+    custom_objects = with_registered_names(custom_objects, [(node.registered_name,
+                                                             node.class_name)])
     dropped: dict[str, Any] = {}
     while True:
         try:
