@@ -14,7 +14,8 @@ from .api import (
     supported_ops,
 )
 from .converter import sanitize
-from .verify import verify_model
+from .verify import Differences, verify_differences, verify_model
 
-__all__ = ["ConversionReport", "convert_onnx", "convert_onnx_with_report", "load_onnx_as_keras",
-           "parse_input_shapes", "sanitize", "supported_ops", "verify_model"]
+__all__ = ["ConversionReport", "Differences", "convert_onnx", "convert_onnx_with_report",
+           "load_onnx_as_keras", "parse_input_shapes", "sanitize", "supported_ops",
+           "verify_differences", "verify_model"]

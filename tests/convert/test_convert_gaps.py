@@ -265,6 +265,13 @@ def test_softmax_over_several_wide_axes_at_large_logits(tmp_path, shape, axis):
     assert ort_vs_keras(path, model, [shape]) < 1e-6
 
 
+@pytest.mark.parametrize("shape", [(4, 5, 6), (6, 1, 1)])
+def test_log_softmax_over_trailing_axes_at_opset_11(tmp_path, shape):
+    nodes = [N("Mul", ["x", "k"], ["z"]), N("LogSoftmax", ["z"], axis=1)]
+    path, model = _convert(tmp_path, nodes, [shape], {"k": np.float32(30.0)}, opset=11)
+    assert ort_vs_keras(path, model, [shape]) < 1e-4
+
+
 # ---- 5. Transpose that moves the batch axis -------------------------------------------------
 
 def attention_block(path, unbind="split", opset=13):

@@ -120,11 +120,14 @@ def softmax(cv, node, attrs):
     if len(wide) <= 1:
         # a softmax over unit axes only is 1 everywhere (log: 0): any one of them does
         axes = wide or axes[:1]
-    elif node.op_type == "Softmax":
+    elif node.op_type == "Softmax" or axes[-1] == rank - 1:
         first, last = axes[0], axes[-1]
         merged = (*shape[1:first], math.prod(int(shape[a]) for a in axes), *shape[last + 1:])
         flat = keras.layers.Reshape(merged, name=cv.name("merge_axes"))(x.tensor)
-        y = keras.layers.Softmax(axis=first, name=cv.name())(flat)
+        if node.op_type == "Softmax":
+            y = keras.layers.Softmax(axis=first, name=cv.name())(flat)
+        else:  # the merged axis is the last one, where log_softmax works
+            y = keras.layers.Activation("log_softmax", name=cv.name())(flat)
         y = keras.layers.Reshape(tuple(shape[1:]), name=cv.name("split_axes"))(y)
         cv.out(y, channels_last=x.channels_last)
         return
