@@ -453,3 +453,36 @@ def test_yolo_style_detector_passes_the_default_check(tmp_path):
     got = np.asarray(model(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
     assert np.abs(ref).max() > 300
     np.testing.assert_allclose(got, ref, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL)
+
+
+_RELOAD = """
+import sys, numpy as np, keras
+import classes_tool.convert  # registers the custom layers (LRN, Constant, Gather, ...)
+for path, x, expected in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+    got = np.asarray(keras.models.load_model(path)(np.load(x)))
+    assert np.abs(got - np.load(expected)).max() < 1e-6, path
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_new_conversions_reload_in_a_fresh_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = []
+    rng = np.random.default_rng(6)
+    for name, build, shape, suffix in (("alexnet", alexnet_like, (3, 31, 31), ".keras"),
+                                       ("attn", attention_block, (5, 8), ".h5")):
+        model = convert_onnx(build(tmp_path / f"{name}.onnx"), tmp_path / f"{name}{suffix}")
+        x = rng.standard_normal((2, *shape)).astype(np.float32)
+        x = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+        np.save(tmp_path / f"{name}_x.npy", x)
+        np.save(tmp_path / f"{name}_y.npy", np.asarray(model(x)))
+        args += [str(tmp_path / f"{name}{suffix}"), str(tmp_path / f"{name}_x.npy"),
+                 str(tmp_path / f"{name}_y.npy")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", _RELOAD, *args], capture_output=True,
+                            text=True, timeout=240, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
