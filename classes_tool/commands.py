@@ -39,17 +39,18 @@ def cmd_campaign(args: argparse.Namespace) -> None:
         return
     if target != "layers":
         raise UserError(f"config key 'target' must be layers, systolic or snn, got {target!r}")
-    from classes_tool.campaign.runner import Campaign, format_summary
+    from classes_tool.campaign.report import format_summary, target_estimates
+    from classes_tool.campaign.runner import Campaign
 
     campaign = Campaign(args.config, out=args.out, seed=args.seed, quiet=args.quiet)
     try:
-        summary = campaign.run(resume=args.resume)
+        campaign.run(resume=args.resume)
     except KeyboardInterrupt:
         print(f"interrupted: every finished batch is stored in {campaign.db_path}; continue "
               "with --resume")
         raise
     if not args.quiet:
-        print(format_summary(summary, campaign.config.confidence))
+        print(format_summary(*target_estimates(campaign.db_path)))
     print(f"results: {campaign.db_path}; report (tables, plots, --csv) with: classes-tool "
           f"report {campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
 

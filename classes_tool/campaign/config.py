@@ -34,7 +34,14 @@ KEYS = {
     "tolerance": "{atol, rtol} under which outputs count as equal (default 1e-6, 1e-5)",
     "output_name": "which model output is scored (default: the first)",
     "input_shape": "ONNX only: fixed input shapes, one list per input",
+    "sizing": "'fixed' (Leveugle, default) or 'adaptive' (rounds until the margin is reached)",
+    "pilot_faults": "adaptive sizing: faults of the first round per target",
+    "max_faults": "adaptive sizing: most faults per target (default: its population)",
+    "input_set": "'fixed' (default: the rates are about these inputs) or 'sample' (the inputs "
+                 "are a random sample of a larger data set; intervals include their variance)",
 }
+SIZINGS = ("fixed", "adaptive")
+INPUT_SETS = ("fixed", "sample")
 ALLOWED_TARGETS = ("layers", "systolic", "snn")
 
 
@@ -59,12 +66,22 @@ class CampaignConfig:
     tolerance: dict[str, float] = field(default_factory=lambda: {"atol": 1e-6, "rtol": 1e-5})
     output_name: str | None = None
     input_shape: list[tuple[int, ...]] | None = None
+    sizing: str = "fixed"
+    pilot_faults: int | None = None
+    max_faults: int | None = None
+    input_set: str = "fixed"
 
     def identity(self) -> dict[str, Any]:
         """What defines the campaign's results (a resumed run must match it)."""
         data = asdict(self)
         data.pop("output")
         data.pop("batch_size")  # results do not depend on it
+        # keys added after stores existed are stored only when they differ from their default,
+        # so that those stores still resume
+        for key, default in (("sizing", "fixed"), ("pilot_faults", None), ("max_faults", None),
+                             ("input_set", "fixed")):
+            if data[key] == default:
+                data.pop(key)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
 
@@ -179,6 +196,25 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
         if all(isinstance(d, int) for d in input_shape):
             input_shape = [input_shape]
         input_shape = [tuple(int(d) for d in s) for s in input_shape]
+    sizing = raw.get("sizing", "fixed")
+    if sizing not in SIZINGS:
+        raise UserError(f"config key 'sizing' must be one of {', '.join(SIZINGS)}, got {sizing!r}")
+    input_set = raw.get("input_set", "fixed")
+    if input_set not in INPUT_SETS:
+        raise UserError(f"config key 'input_set' must be one of {', '.join(INPUT_SETS)}, got "
+                        f"{input_set!r}")
+    if sizing == "adaptive":
+        if raw.get("faults") is not None:
+            raise UserError("config key 'faults' is a fixed budget; 'sizing: adaptive' sizes "
+                            "each target from its results (give 'max_faults' to cap it)")
+        if input_set == "sample":
+            raise UserError("'sizing: adaptive' needs 'input_set: fixed': with sampled inputs "
+                            "the inputs' share of the interval does not shrink with more faults, "
+                            "so no number of faults is sure to reach the margin")
+    else:
+        for key in ("pilot_faults", "max_faults"):
+            if raw.get(key) is not None:
+                raise UserError(f"config key '{key}' applies to 'sizing: adaptive' only")
     error_model = raw.get("error_model", "auto")
     if not isinstance(error_model, str):
         raise UserError("config key 'error_model' must be a name or a path")
@@ -205,6 +241,10 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
         tolerance=tolerance,
         output_name=raw.get("output_name"),
         input_shape=input_shape,
+        sizing=sizing,
+        pilot_faults=_number(raw, "pilot_faults", int, 1),
+        max_faults=_number(raw, "max_faults", int, 1),
+        input_set=input_set,
     )
     if not config.model.exists():
         raise UserError(f"model file not found: {config.model}")

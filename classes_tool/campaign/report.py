@@ -1,9 +1,10 @@
 """The campaign report: a Markdown summary a person reads first, tables (CSV + Markdown), PNG plots.
 
 All numbers come from aggregate SQL over the result store, so the report scales to millions of
-rows. Rates are per (fault, input) evaluation with Wilson score intervals; the "margin achieved"
-refers to the *fault* sample of each target against its fault population (Leveugle et al.), which
-needs ``population`` ({target: N}) and ``confidence`` in the campaign meta.
+rows. Rates are per (fault, input) evaluation, with intervals over *faults* (the sampling unit),
+computed by `estimates` from the sampling design stored in the campaign meta; per-fault rates
+(the share of faults with an outcome on at least one input) come with them. The "margin
+achieved" of a target is the largest half-width of its four outcome intervals.
 
 Plots use Matplotlib's Agg canvas through the object-oriented API (``Figure`` +
 ``FigureCanvasAgg``), never pyplot: no display is needed and the backend of a notebook or another
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from classes_tool.campaign.estimates import RATES, Design, design_from_meta, group_estimates
 from classes_tool.campaign.outcomes import BUCKETS, OUTCOMES, error_buckets
-from classes_tool.campaign.stats import achieved_margin, wilson_interval
 from classes_tool.campaign.store import DATABASE_FILE_SUFFIXES, ResultStore
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, publish, staging_folder, write_text_atomic
@@ -50,41 +51,6 @@ def _sort_key(value: Any) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
     return (1, 0, str(value))
-
-
-def _group_counts(conn: sqlite3.Connection, expr: str, args: Sequence[Any] = (),
-                  order: str = "value") -> list[dict[str, Any]]:
-    """Counts per group: evaluations, distinct faults, per outcome, SDC-5."""
-    frm = "FROM results r JOIN faults f ON f.fault_index = r.fault_index"
-    groups: dict[Any, dict[str, Any]] = {}
-    for g, faults, evals, sdc5, first in conn.execute(
-            f"SELECT {expr} AS g, COUNT(DISTINCT r.fault_index), COUNT(*), SUM(r.sdc5), "
-            f"MIN(r.fault_index) {frm} GROUP BY g", tuple(args)):
-        g = _ABSENT if g is None else g
-        groups[g] = {"group": g, "faults": faults, "evaluations": evals, "sdc5": int(sdc5 or 0),
-                     "_first": first, **{o: 0 for o in OUTCOMES}}
-    for g, outcome, k in conn.execute(
-            f"SELECT {expr} AS g, r.outcome, COUNT(*) {frm} GROUP BY g, r.outcome", tuple(args)):
-        groups[_ABSENT if g is None else g][outcome] = k
-    rows = list(groups.values())
-    if order == "first":
-        rows.sort(key=lambda r: r["_first"])
-    else:
-        rows.sort(key=lambda r: _sort_key(r["group"]))
-    for r in rows:
-        del r["_first"]
-    return rows
-
-
-def _with_rates(rows: list[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
-    for r in rows:
-        n = r["evaluations"]
-        for o in (*OUTCOMES, "sdc5"):
-            k = r[o]
-            lo, hi = wilson_interval(k, n, confidence)
-            r[f"{o}_rate"] = k / n if n else math.nan
-            r[f"{o}_ci_low"], r[f"{o}_ci_high"] = lo, hi
-    return rows
 
 
 def _pct(x: float, digits: int = 2) -> str:
@@ -116,10 +82,12 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _table_columns(extra: Sequence[str]) -> list[str]:
-    cols = ["faults", "evaluations"]
-    for o in (*OUTCOMES, "sdc5"):
-        cols += [o, f"{o}_rate", f"{o}_ci_low", f"{o}_ci_high"]
-    return cols + list(extra)
+    cols = ["faults", "complete_faults", "inputs", "evaluations"]
+    for o in RATES:
+        cols += [o, f"{o}_rate", f"{o}_ci_low", f"{o}_ci_high", f"{o}_design_effect",
+                 f"{o}_effective_n", f"{o}_faults_hit", f"{o}_fault_rate", f"{o}_fault_ci_low",
+                 f"{o}_fault_ci_high"]
+    return cols + ["margin_achieved", *extra]
 
 
 def _write_group_tables(out_dir: Path, stem: str, name: str, rows: list[dict[str, Any]],
@@ -134,18 +102,55 @@ def _write_group_tables(out_dir: Path, stem: str, name: str, rows: list[dict[str
     extra_md = extra_md or {}
     md_header += list(extra_md.values())
     md_rows = [[r["group"], r["faults"], r["evaluations"],
-                *(_rate_cell(r, o) for o in (*OUTCOMES, "sdc5")),
+                *(_rate_cell(r, o) for o in RATES),
                 *(r.get(k, "") for k in extra_md)] for r in rows]
     md_path = out_dir / f"{stem}.md"
     write_text_atomic(md_path, f"# Outcome rates per {name}\n\nRates per (fault, input) evaluation "
-                               f"with {100 * confidence:g}% Wilson intervals in brackets "
-                               "(percent).\n\n"
+                               f"(the mean over faults of each fault's rate over its inputs) "
+                               f"with {100 * confidence:g}% intervals over faults in brackets "
+                               "(percent); see summary.md for how they were computed.\n\n"
                       + _md_table(md_header, md_rows))
     return {csv_path.name: csv_path, md_path.name: md_path}
 
 
 def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("._") or "param"
+
+
+def target_estimates(db_path: str | Path, confidence: float | None = None
+                     ) -> tuple[list[dict[str, Any]], Design]:
+    """Per-target estimate rows of a result database (one snapshot) and its sampling design."""
+    with ResultStore(db_path, must_exist=True) as store, store.snapshot():
+        design = design_from_meta(store.meta, confidence)
+        return group_estimates(store.connection, design, "f.target", order="first",
+                               meta=store.meta), design
+
+
+def format_summary(rows: list[dict[str, Any]], design: Design) -> str:
+    """A plain-text table of per-evaluation outcome rates per target with the half-widths of
+    their intervals over faults, and what the clustering cost (the campaign's closing table)."""
+    conf = f"{100 * design.confidence:g}%"
+    header = (f"{'target':<24}{'faults':>8}{'evals':>9}" + "".join(f"{o:>16}" for o in OUTCOMES)
+              + f"{'deff':>7}{'margin':>9}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = []
+        for o in OUTCOMES:
+            rate = r[f"{o}_rate"]
+            if isinstance(rate, float) and math.isnan(rate):
+                cells.append("-")
+                continue
+            half = max(r[f"{o}_ci_high"] - rate, rate - r[f"{o}_ci_low"])
+            cells.append(f"{100 * rate:6.2f}% ±{100 * half:4.1f}")
+        deff = r["critical_sdc_design_effect"]
+        margin = r["margin_achieved"]
+        lines.append(f"{str(r['group']):<24}{r['faults']:>8}{r['evaluations']:>9}"
+                     + "".join(f"{c:>16}" for c in cells)
+                     + f"{_num(deff):>7}" + f"{_pct(margin, 1) if math.isfinite(margin) else '-':>9}")
+    lines.append(f"(rates per (fault, input) evaluation, ± the farther end of the {conf} interval "
+                 "over faults; deff: design effect of the critical SDC rate; margin: the largest "
+                 "half-width; " + design.describe() + ")")
+    return "\n".join(lines)
 
 
 # -- plots -----------------------------------------------------------------------------------------
@@ -196,7 +201,7 @@ def _plot_outcomes(rows: list[dict[str, Any]], path: Path, confidence: float = 0
     ax.spines["bottom"].set_bounds(0, 100)
     ax.set_xlabel("share of (fault, input) evaluations (%)")
     ax.set_title(f"Outcome rates per target (SDC-1 = critical SDC, {100 * confidence:g}% "
-                 "Wilson interval)",
+                 "interval over faults)",
                  fontsize=10)
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.margins(y=0.02)
@@ -333,23 +338,66 @@ def _draw_heatmap(xs: list, ys: list, grid: np.ndarray, x_param: str, y_param: s
 
 # -- the report ------------------------------------------------------------------------------------
 
-def _margins(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[bool, float | None]:
-    """Add population and margin_achieved to per-target rows when the meta allows it."""
+def _margins(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Add population and a Markdown cell of the margin achieved to per-target rows."""
     population = meta.get("population")
-    confidence = meta.get("confidence")
-    if not isinstance(population, dict) or confidence is None:
-        return False, None
-    p = float(meta.get("p", 0.5))
+    population = population if isinstance(population, dict) else {}
     for r in rows:
         n_pop = population.get(str(r["group"]))
-        if n_pop is None:
-            r["population"], r["margin_achieved"] = None, None
-            r["margin_md"] = "n/a"
-            continue
-        m = achieved_margin(min(r["faults"], int(n_pop)), int(n_pop), float(confidence), p)
-        r["population"], r["margin_achieved"] = int(n_pop), m
-        r["margin_md"] = f"±{_pct(m)} (n={r['faults']} of N={n_pop})"
-    return True, float(confidence)
+        r["population"] = int(n_pop) if isinstance(n_pop, (int, float)) else None
+        m = r.get("margin_achieved")
+        r["margin_md"] = ("n/a" if m is None or (isinstance(m, float) and math.isnan(m))
+                          else f"±{_pct(m)}")
+
+
+def _num(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def _design_section(design: Design, meta: dict[str, Any], by_target: list[dict[str, Any]],
+                    conf_pct: str) -> list[str]:
+    """How the intervals were computed, and what the clustering of each target cost."""
+    asked = meta.get("margin")
+    asked_text = (f"the margin asked for was ±{_pct(float(asked))}" if isinstance(
+        asked, (int, float)) and not isinstance(asked, bool) and meta.get("faults") is None
+        else "no margin was asked for (a fixed fault budget)")
+    lines = [
+        "## How the intervals were computed", "",
+        f"Sampling design: {design.describe()}.", "",
+        "The fault is the unit of sampling: every fault runs on the same inputs, so the "
+        "evaluations of one fault are correlated (a fault that corrupts one input tends to "
+        "corrupt the others). A per-evaluation rate is the mean over faults of each fault's "
+        "rate over its inputs, and its interval comes from the spread between faults: a "
+        "confidence interval by betting (Waudby-Smith and Ramdas), valid for any distribution of "
+        "per-fault rates at every sample size" + (
+            ", with the inputs' own variance added (crossed design)" if design.inputs ==
+            "sample" else "") + ". Groups spanning several targets combine the targets' "
+        "variances (stratified). The per-fault rate is the share of faults with the outcome on "
+        "at least one input. Only faults that met every input enter the rates.", "",
+        "The design effect is how many times the variance of a rate exceeds that of as many "
+        "independent trials as there are evaluations; the effective n is the number of "
+        "independent trials the evaluations are worth (evaluations / design effect). "
+        f"Margin achieved: the largest half-width of the target's four outcome intervals at "
+        f"{conf_pct} confidence; {asked_text}.", ""]
+    header = ["target", "faults", "inputs", "population",
+              "design effect (critical SDC)", "effective n (critical SDC)",
+              f"margin achieved ({conf_pct})"]
+    lines.append(_md_table(header, [
+        [r["group"], r["faults"], r["inputs"],
+         "n/a" if r.get("population") is None else r["population"],
+         _num(r["critical_sdc_design_effect"]), _num(r["critical_sdc_effective_n"], 0),
+         r["margin_md"]] for r in by_target]))
+    lines += ["## Per-fault rates", "",
+              f"Share of faults with the outcome on at least one input ({conf_pct} interval over "
+              "faults, percent).", "",
+              _md_table(["target", "faults", *(LABELS[o] for o in RATES if o != "masked")],
+                        [[r["group"], r["complete_faults"],
+                          *(f"{_pct(r[o + '_fault_rate'])} [{100 * r[o + '_fault_ci_low']:.2f}"
+                            f", {100 * r[o + '_fault_ci_high']:.2f}]"
+                            for o in RATES if o != "masked")] for r in by_target])]
+    return lines
 
 
 #: Items of a dict or list meta value shown in the summary; the rest are counted, not listed.
@@ -479,12 +527,11 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
     with ResultStore(db_path, must_exist=True) as store, store.snapshot():
         conn = store.connection
         meta = store.meta
-        if confidence is None:
-            stored = meta.get("confidence")
-            confidence = float(stored) if isinstance(stored, (int, float)) else 0.95
-        overall = _with_rates(_group_counts(conn, "'all'"), confidence)
-        by_target = _with_rates(_group_counts(conn, "f.target", order="first"), confidence)
-        by_pattern = _with_rates(_group_counts(conn, "f.pattern", order="first"), confidence)
+        design = design_from_meta(meta, confidence)
+        confidence = design.confidence
+        overall = group_estimates(conn, design, "'all'")
+        by_target = group_estimates(conn, design, "f.target", order="first", meta=meta)
+        by_pattern = group_estimates(conn, design, "f.pattern", order="first")
         by_param = {}
         for key in group_params:
             present = conn.execute("SELECT COUNT(*) FROM faults WHERE json_type(params, ?) "
@@ -493,8 +540,8 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
                 keys = _param_keys(conn)
                 raise UserError(f"no fault has the param {key!r}; params present: "
                                 f"{', '.join(keys) or 'none'}")
-            by_param[key] = _with_rates(
-                _group_counts(conn, "json_extract(f.params, ?)", (_json_path(key),)), confidence)
+            by_param[key] = group_estimates(conn, design, "json_extract(f.params, ?)",
+                                            (_json_path(key),))
         n_inputs = conn.execute("SELECT COUNT(DISTINCT input_index) FROM results").fetchone()[0]
         outcomes_arr, rel_arr = [], []
         for o, e in conn.execute("SELECT outcome, rel_error FROM results"):
@@ -508,7 +555,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
         # every check passed: render into a staging folder, then move the complete set into
         # place (the CSV last but one, so that a failure in it publishes no report)
         with staging_folder(out_dir) as stage:
-            staged = _render(stage, db_path, meta, confidence, overall, by_target, by_pattern,
+            staged = _render(stage, db_path, meta, design, overall, by_target, by_pattern,
                              by_param, n_inputs, outcomes_np, rel_np, heatmap, outcome, heat,
                              stats_sections)
             if csv_path is not None and Path(csv_path).resolve() in {
@@ -519,7 +566,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
             return {**publish(staged, out_dir), **exported}
 
 
-def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence: float,
+def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], design: Design,
             overall: list[dict[str, Any]], by_target: list[dict[str, Any]],
             by_pattern: list[dict[str, Any]], by_param: dict[str, list[dict[str, Any]]],
             n_inputs: int, outcomes_np: np.ndarray, rel_np: np.ndarray,
@@ -527,10 +574,10 @@ def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence
             stats_sections: list[str]) -> dict[str, Path]:
     """Write every report file into `out_dir` (the staging folder); returns {name: path}."""
     files: dict[str, Path] = {}
-
-    has_margin, margin_conf = _margins(by_target, meta)
-    extra = ("population", "margin_achieved") if has_margin else ()
-    extra_md = {"margin_md": f"margin achieved ({100 * margin_conf:g}% conf.)"} if has_margin else {}
+    confidence = design.confidence
+    _margins(by_target, meta)
+    extra = ("population",)
+    extra_md = {"margin_md": f"margin achieved ({100 * confidence:g}% conf.)"}
     files.update(_write_group_tables(out_dir, "by_target", "target", by_target, extra, extra_md,
                                      confidence))
     files.update(_write_group_tables(out_dir, "by_pattern", "pattern", by_pattern,
@@ -560,27 +607,24 @@ def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence
         md += ["No results stored yet.", ""]
     else:
         o = overall[0]
-        md += [f"## Outcome rates (all targets, {conf_pct} Wilson intervals)", "",
-               _md_table(["outcome", "count", "rate", f"{conf_pct} interval"],
+        md += [f"## Outcome rates (all targets, {conf_pct} intervals over faults)", "",
+               _md_table(["outcome", "count", "rate", f"{conf_pct} interval",
+                          "design effect", "effective n"],
                          [[LABELS[k], o[k], _pct(o[f"{k}_rate"]),
-                           f"[{_pct(o[f'{k}_ci_low'])}, {_pct(o[f'{k}_ci_high'])}]"]
-                          for k in (*OUTCOMES, "sdc5")]),
+                           f"[{_pct(o[f'{k}_ci_low'])}, {_pct(o[f'{k}_ci_high'])}]",
+                           _num(o[f"{k}_design_effect"]), _num(o[f"{k}_effective_n"], 0)]
+                          for k in RATES]),
                f"SDC-5 rate (golden top-1 not in the faulty top-5, DUE counted): "
                f"**{_pct(o['sdc5_rate'])}** [{_pct(o['sdc5_ci_low'])}, {_pct(o['sdc5_ci_high'])}]"
                f"; critical SDC (SDC-1): **{_pct(o['critical_sdc_rate'])}**.", ""]
-        header = ["target", "faults", "evaluations", *(LABELS[k] for k in (*OUTCOMES, "sdc5"))]
-        if has_margin:
-            header.append(f"margin achieved ({100 * margin_conf:g}% conf.)")
+        header = ["target", "faults", "evaluations", *(LABELS[k] for k in RATES),
+                  f"margin achieved ({conf_pct} conf.)"]
         md += ["## Per target", "",
-               "Rates in percent with the interval in brackets. The margin achieved is that of "
-               "the fault sample against the target's fault population (Leveugle et al., DATE "
-               "2009, with finite population correction)." if has_margin else
-               "Rates in percent with the interval in brackets. (No fault population in the "
-               "campaign meta, so no margin achieved is reported.)", "",
+               "Per-evaluation rates in percent with the interval over faults in brackets.", "",
                _md_table(header, [[r["group"], r["faults"], r["evaluations"],
-                                   *(_rate_cell(r, k) for k in (*OUTCOMES, "sdc5")),
-                                   *([r["margin_md"]] if has_margin else [])]
+                                   *(_rate_cell(r, k) for k in RATES), r["margin_md"]]
                                   for r in by_target])]
+        md += _design_section(design, meta, by_target, conf_pct)
         buckets = _bucket_labels(outcomes_np, rel_np)
         names = list(BUCKETS) + (["n/a"] if np.any(buckets == "n/a") else [])
         md += ["## Relative error at the golden top-1 class", "",
@@ -592,7 +636,7 @@ def _render(out_dir: Path, db_path: str | Path, meta: dict[str, Any], confidence
     md += ["## Files", "", *(f"- [{name}]({name})" for name in files), "",
            "Definitions: masked = outputs equal within the tolerance; tolerable SDC = outputs "
            "differ, same top-1; critical SDC = top-1 differs; DUE = NaN/Inf in the output. "
-           "Intervals treat each (fault, input) evaluation as one trial.", ""]
+           "Intervals are over faults, the unit the campaign samples (see above).", ""]
     md += stats_sections
     summary = out_dir / "summary.md"
     write_text_atomic(summary, "\n".join(md))

@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from classes_tool.campaign.adaptive import AdaptiveSizing, sizing_for
 from classes_tool.campaign.config import CampaignConfig, parse_config, read_yaml
+from classes_tool.campaign.estimates import design_from_meta, read_fault_tables, target_schedule
 from classes_tool.campaign.outcomes import (
     CRITICAL_SDC,
     OUTCOMES,
@@ -92,9 +94,10 @@ class TargetPlan:
 
     name: str
     offset: int  # global index of its first fault
-    faults: int
+    faults: int  # fixed sizing: the faults it runs; adaptive: the most it may run
     population: int
     error_model: ErrorModel
+    adaptive: AdaptiveSizing | None = None
 
 
 def descendants(graph: ModelGraph, name: str) -> set[str]:
@@ -188,16 +191,27 @@ class Campaign:
                                                               cfg.error_model))
             kinds = sum(len(spec["parameters"]) for spec in model.classes.values())
             population = int(np.prod(self.loaded.shapes[t])) * kinds
-            n = (min(cfg.faults, population) if cfg.faults is not None else
-                 leveugle_sample_size(population, cfg.margin, cfg.confidence, cfg.p))
-            self.plans.append(TargetPlan(t, offset, n, population, model))
+            adaptive = None
+            if cfg.sizing == "adaptive":
+                adaptive = sizing_for(population, cfg.margin, cfg.confidence, cfg.pilot_faults,
+                                      cfg.max_faults)
+                n = adaptive.cap  # fault indices are reserved up to the cap
+            else:
+                n = (min(cfg.faults, population) if cfg.faults is not None else
+                     leveugle_sample_size(population, cfg.margin, cfg.confidence, cfg.p))
+            self.plans.append(TargetPlan(t, offset, n, population, model, adaptive))
             offset += n
 
     def meta(self) -> dict[str, Any]:
-        return {**self.config.identity(), "kind": "layers",
+        meta = {**self.config.identity(), "kind": "layers",
                 "population": {p.name: p.population for p in self.plans},
                 "faults_per_target": {p.name: p.faults for p in self.plans},
                 "n_inputs": self.n_inputs}
+        if self.config.sizing == "adaptive":  # how many run is decided as they run
+            del meta["faults_per_target"]
+            meta["max_faults_per_target"] = {p.name: p.faults for p in self.plans}
+            meta["pilot_faults_per_target"] = {p.name: p.adaptive.pilot for p in self.plans}
+        return meta
 
     # -- running ------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -216,7 +230,8 @@ class Campaign:
                   if self.config.value_range is not None
                   else patcher.value_ranges(self.loaded, self.targets,
                                             patcher.calibration_arrays(self.loaded, calibration)))
-        total = sum(p.faults for p in self.plans) * self.n_inputs
+        total = sum(p.adaptive.pilot if p.adaptive else p.faults
+                    for p in self.plans) * self.n_inputs
         new_folder = not self.db_path.parent.exists()
         new_db = not self.db_path.exists()
         try:
@@ -246,10 +261,17 @@ class Campaign:
             # what the campaign itself spends per row on a small model)
             summary = store.outcome_counts() if len(done) else {}
             tallies = {plan.name: np.zeros(len(OUTCOMES), np.int64) for plan in self.plans}
+            self.faults_run: dict[str, int] = {}
             try:
                 for plan in self.plans:
-                    self._run_target(plan, ranges[plan.name], store, done, bar, counts,
-                                     tallies[plan.name])
+                    if plan.adaptive is None:
+                        self._run_target(plan, ranges[plan.name], store, done, bar, counts,
+                                         tallies[plan.name])
+                        self.faults_run[plan.name] = plan.faults
+                    else:
+                        runner = _TargetRun(self, plan, ranges[plan.name], store, done, bar,
+                                            counts, tallies[plan.name])
+                        self.faults_run[plan.name] = self._run_adaptive(plan, runner, store, bar)
             finally:
                 bar.close()
             for target, tally in tallies.items():
@@ -259,108 +281,34 @@ class Campaign:
                         per_target[outcome] = per_target.get(outcome, 0) + k
             return {p.name: summary[p.name] for p in self.plans if p.name in summary}
 
+    def _run_adaptive(self, plan: TargetPlan, runner: _TargetRun, store: ResultStore,
+                      bar) -> int:
+        """Run `plan`'s faults in stages until its intervals reach the margin (see `adaptive`);
+        returns the faults run. The stages are decided from the stored rows by the same
+        function the report replays them with, so a resumed campaign decides the same."""
+        m = self.n_inputs
+        design = design_from_meta(self.meta())
+        first = 0
+        while True:
+            table = read_fault_tables(
+                store.connection, "f.target", where="r.fault_index >= ? AND r.fault_index < ?",
+                where_args=(plan.offset, plan.offset + plan.faults)).get(plan.name)
+            if table is None:
+                stages, finished = [plan.adaptive.pilot], False
+            else:
+                stages, finished = target_schedule(table, design, plan.adaptive, m)
+            if finished:
+                return stages[-1]
+            last = stages[-1]
+            bar.total = max(bar.total, bar.n + (last - first) * m)
+            runner.run(first, last)
+            first = last
+
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
                     bar, counts: dict[str, int], tally: np.ndarray) -> None:
-        import tensorflow as tf
+        """Run every fault of a fixed-size `plan` (what a campaign without rounds does)."""
+        _TargetRun(self, plan, value_range, store, done, bar, counts, tally).run(0, plan.faults)
 
-        from classes_tool.simulator.sites import generate_sites
-
-        cfg, m = self.config, self.n_inputs
-        pairs = plan.faults * m
-        flat_size = int(np.prod(self.loaded.shapes[plan.name]))
-        mode = ("ragged" if m < DENSE_MIN_INPUTS else
-                "aligned" if m <= cfg.batch_size else "dense")
-        # aligned batches hold whole faults: as many as fit, each meeting all m inputs
-        per_batch = cfg.batch_size // m if mode == "aligned" else 0
-        size = per_batch * m if mode == "aligned" else cfg.batch_size
-        # pair q = (local fault q // m, input q % m); which of them a previous run stored
-        stored = np.zeros(pairs, bool)
-        mine = done[(done[:, 0] >= plan.offset) & (done[:, 0] < plan.offset + plan.faults)]
-        stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
-        todo = [s for s in range(0, pairs, size) if not stored[s:s + size].all()]
-        if not todo:
-            return
-        split = suffix_graph(self.loaded.graph, self.loaded.shapes, plan.name, self.output)
-        if split is None:  # the scored output does not depend on this node: all masked
-            step = None
-            golden_top1 = np.zeros(m, np.int64)
-        else:
-            step, terms = self._suffix_step(split, mode, size, per_batch, flat_size)
-            golden_top1, golden_at_top = terms["top1"].astype(np.int64), terms["at_top"]
-
-        def prepare(start: int):
-            """Everything batch `start` needs besides the network, built in the background
-            thread: its pairs, the sites of the faults it touches (site j = local fault f0 + j)
-            as graph arguments, and the fault rows to store."""
-            q = np.arange(start, min(start + size, pairs))
-            local, inputs = q // m, q % m
-            f0, f1 = int(local[0]), int(local[-1]) + 1
-            sites = generate_sites(plan.error_model, plan.name, self.loaded.shapes[plan.name],
-                                   value_range, f1 - f0, cfg.seed, first=f0)
-            faults = [{"fault_index": plan.offset + f, "target": plan.name,
-                       "pattern": sites.patterns[f - f0],
-                       "params": {"site": f, "error_model": sites.error_model,
-                                  "positions": int(sites.splits[f - f0 + 1]
-                                                   - sites.splits[f - f0])}}
-                      for f in range(f0, f1)]
-            args: list = []
-            if step is None:
-                pass
-            elif mode == "aligned":  # one (mask, value) row per fault, empty rows pad
-                mask, value = dense_site_rows(sites, flat_size, rows=per_batch)
-                args = [tf.constant(mask), tf.constant(value)]
-            else:
-                pad = size - len(q)
-                site_args = (dense_site_rows(sites, flat_size) if mode == "dense" else
-                             (sites.positions, sites.values, sites.splits))
-                args = [tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]),
-                                    tf.int32),
-                        tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
-                                    tf.int32), *map(tf.constant, site_args)]
-            return q, local, inputs, faults, args
-
-        def evaluate(item):
-            """Run the step on one prepared batch and classify its rows (in the compute
-            thread: see STEPS_AHEAD)."""
-            q, local, inputs, faults, args = item
-            n = len(q)
-            if step is None:
-                classified = {"outcome": np.zeros(n, np.int32), "sdc5": np.zeros(n, bool),
-                              "rel_error": np.zeros(n), "faulty_top1": golden_top1[inputs],
-                              "golden_top1": golden_top1[inputs]}
-            else:
-                parts = {k: v.numpy()[:n] for k, v in step(*args)[0].items()}
-                classified = finish_classification(**parts, golden_top1=golden_top1[inputs],
-                                                   golden_at_top=golden_at_top[inputs])
-            return q, local, inputs, faults, classified
-
-        with background_thread() as writer:
-            pending: deque = deque()
-            try:
-                for q, local, inputs, faults, classified in prefetched(
-                        evaluate, prefetched(prepare, todo, SITE_PREFETCH), STEPS_AHEAD,
-                        low_priority=False):
-                    n = len(q)
-                    # SQLite runs in the writer thread while TF computes the next batch; at
-                    # most WRITES_AHEAD batches wait, each committed whole or not at all
-                    if len(pending) >= WRITES_AHEAD:
-                        pending.popleft().result()
-                    pending.append(writer.submit(
-                        store.add_arrays, faults, plan.offset + local, inputs, classified))
-                    counts["all"] += n
-                    counts["critical_sdc"] += int(
-                        (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
-                    new = ~stored[q]
-                    tally += np.bincount(classified["outcome"][new], minlength=len(OUTCOMES))
-                    bar.update(int(new.sum()))
-                    # every fault meets all m inputs: whole faults done = evaluations done // m
-                    bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
-                                        f"{counts['critical_sdc'] / counts['all']:.1%}, "
-                                        f"at {plan.name}", refresh=False)
-            finally:
-                # what was computed is stored before anything else happens (Ctrl-C included)
-                for write in pending:
-                    write.result()
 
     def _suffix_step(self, split, mode: str, size: int, per_batch: int, flat_size: int):
         """The traced campaign step of one target and the `golden_terms` of every input.
@@ -488,6 +436,141 @@ class Campaign:
         return pd.DataFrame(rows)
 
 
+class _TargetRun:
+    """The faults of one target, run in ranges of fault indices [first, last): the traced step
+    is built once, on the first range that has work, and serves every later one."""
+
+    def __init__(self, campaign: Campaign, plan: TargetPlan, value_range, store: ResultStore,
+                 done: np.ndarray, bar, counts: dict[str, int], tally: np.ndarray):
+        self.campaign, self.plan, self.value_range = campaign, plan, value_range
+        self.store, self.done, self.bar, self.counts, self.tally = (store, done, bar, counts,
+                                                                    tally)
+        m = campaign.n_inputs
+        self.flat_size = int(np.prod(campaign.loaded.shapes[plan.name]))
+        batch_size = campaign.config.batch_size
+        self.mode = ("ragged" if m < DENSE_MIN_INPUTS else
+                     "aligned" if m <= batch_size else "dense")
+        # aligned batches hold whole faults: as many as fit, each meeting all m inputs
+        self.per_batch = batch_size // m if self.mode == "aligned" else 0
+        self.size = self.per_batch * m if self.mode == "aligned" else batch_size
+        self._built = False
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        campaign, plan, m = self.campaign, self.plan, self.campaign.n_inputs
+        split = suffix_graph(campaign.loaded.graph, campaign.loaded.shapes, plan.name,
+                             campaign.output)
+        if split is None:  # the scored output does not depend on this node: all masked
+            self.step = None
+            self.golden_top1 = np.zeros(m, np.int64)
+            self.golden_at_top = None
+        else:
+            self.step, terms = campaign._suffix_step(split, self.mode, self.size,
+                                                     self.per_batch, self.flat_size)
+            self.golden_top1 = terms["top1"].astype(np.int64)
+            self.golden_at_top = terms["at_top"]
+        self._built = True
+
+    def run(self, first: int, last: int) -> None:
+        """Evaluate faults first..last-1 (local indices) on every input, skipping pairs a
+        previous run stored; batches are cut at fixed positions from `first`."""
+        import tensorflow as tf
+
+        from classes_tool.simulator.sites import generate_sites
+
+        campaign, plan = self.campaign, self.plan
+        cfg, m = campaign.config, campaign.n_inputs
+        store, bar, counts, tally = self.store, self.bar, self.counts, self.tally
+        mode, per_batch, size, flat_size = self.mode, self.per_batch, self.size, self.flat_size
+        value_range = self.value_range
+        pairs = last * m
+        # pair q = (local fault q // m, input q % m); which of them a previous run stored
+        stored = np.zeros(pairs, bool)
+        done = self.done
+        mine = done[(done[:, 0] >= plan.offset) & (done[:, 0] < plan.offset + last)]
+        stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
+        todo = [s for s in range(first * m, pairs, size) if not stored[s:s + size].all()]
+        if not todo:
+            return
+        self._build()
+        step, golden_top1, golden_at_top = self.step, self.golden_top1, self.golden_at_top
+
+        def prepare(start: int):
+            """Everything batch `start` needs besides the network, built in the background
+            thread: its pairs, the sites of the faults it touches (site j = local fault f0 + j)
+            as graph arguments, and the fault rows to store."""
+            q = np.arange(start, min(start + size, pairs))
+            local, inputs = q // m, q % m
+            f0, f1 = int(local[0]), int(local[-1]) + 1
+            sites = generate_sites(plan.error_model, plan.name, campaign.loaded.shapes[plan.name],
+                                   value_range, f1 - f0, cfg.seed, first=f0)
+            faults = [{"fault_index": plan.offset + f, "target": plan.name,
+                       "pattern": sites.patterns[f - f0],
+                       "params": {"site": f, "error_model": sites.error_model,
+                                  "positions": int(sites.splits[f - f0 + 1]
+                                                   - sites.splits[f - f0])}}
+                      for f in range(f0, f1)]
+            args: list = []
+            if step is None:
+                pass
+            elif mode == "aligned":  # one (mask, value) row per fault, empty rows pad
+                mask, value = dense_site_rows(sites, flat_size, rows=per_batch)
+                args = [tf.constant(mask), tf.constant(value)]
+            else:
+                pad = size - len(q)
+                site_args = (dense_site_rows(sites, flat_size) if mode == "dense" else
+                             (sites.positions, sites.values, sites.splits))
+                args = [tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]),
+                                    tf.int32),
+                        tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
+                                    tf.int32), *map(tf.constant, site_args)]
+            return q, local, inputs, faults, args
+
+        def evaluate(item):
+            """Run the step on one prepared batch and classify its rows (in the compute
+            thread: see STEPS_AHEAD)."""
+            q, local, inputs, faults, args = item
+            n = len(q)
+            if step is None:
+                classified = {"outcome": np.zeros(n, np.int32), "sdc5": np.zeros(n, bool),
+                              "rel_error": np.zeros(n), "faulty_top1": golden_top1[inputs],
+                              "golden_top1": golden_top1[inputs]}
+            else:
+                parts = {k: v.numpy()[:n] for k, v in step(*args)[0].items()}
+                classified = finish_classification(**parts, golden_top1=golden_top1[inputs],
+                                                   golden_at_top=golden_at_top[inputs])
+            return q, local, inputs, faults, classified
+
+        with background_thread() as writer:
+            pending: deque = deque()
+            try:
+                for q, local, inputs, faults, classified in prefetched(
+                        evaluate, prefetched(prepare, todo, SITE_PREFETCH), STEPS_AHEAD,
+                        low_priority=False):
+                    n = len(q)
+                    # SQLite runs in the writer thread while TF computes the next batch; at
+                    # most WRITES_AHEAD batches wait, each committed whole or not at all
+                    if len(pending) >= WRITES_AHEAD:
+                        pending.popleft().result()
+                    pending.append(writer.submit(
+                        store.add_arrays, faults, plan.offset + local, inputs, classified))
+                    counts["all"] += n
+                    counts["critical_sdc"] += int(
+                        (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
+                    new = ~stored[q]
+                    tally += np.bincount(classified["outcome"][new], minlength=len(OUTCOMES))
+                    bar.update(int(new.sum()))
+                    # every fault meets all m inputs: whole faults done = evaluations done // m
+                    bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
+                                        f"{counts['critical_sdc'] / counts['all']:.1%}, "
+                                        f"at {plan.name}", refresh=False)
+            finally:
+                # what was computed is stored before anything else happens (Ctrl-C included)
+                for write in pending:
+                    write.result()
+
+
 def background_thread(low_priority: bool = True) -> ThreadPoolExecutor:
     """One worker thread. Side work (drawing sites, storing rows) runs at a lower scheduling
     priority where the OS allows it: TensorFlow splits each op of the step over all cores and
@@ -539,25 +622,3 @@ def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
             db_path.parent.rmdir()
         except OSError:  # not empty (or gone): leave it
             pass
-
-
-def format_summary(summary: dict[str, dict[str, int]], confidence: float = 0.95) -> str:
-    """A plain-text table of outcome rates per target, intervals at `confidence` (the campaign's
-    own, so that the table agrees with the report)."""
-    from classes_tool.campaign.outcomes import OUTCOMES
-    from classes_tool.campaign.stats import wilson_interval
-
-    header = f"{'target':<24}{'evals':>9}" + "".join(f"{o:>16}" for o in OUTCOMES)
-    lines = [header, "-" * len(header)]
-    for target, counts in summary.items():
-        n = sum(counts.values())
-        cells = []
-        for o in OUTCOMES:
-            k = counts.get(o, 0)
-            low, high = wilson_interval(k, n, confidence)
-            cells.append(f"{100 * k / n:6.2f}% ±{100 * max(high - k / n, k / n - low):4.1f}"
-                         if n else "-")
-        lines.append(f"{target:<24}{n:>9}" + "".join(f"{c:>16}" for c in cells))
-    lines.append("(rates per (fault, input) evaluation, ± half-width of the "
-                 f"{100 * confidence:g}% Wilson interval)")
-    return "\n".join(lines)

@@ -367,15 +367,17 @@ def test_report_includes_injection_statistics(tmp_path, capsys):
 
 
 def test_summary_table_uses_the_campaigns_confidence():
-    from classes_tool.campaign.runner import format_summary
-    from classes_tool.campaign.stats import wilson_interval
+    from classes_tool.campaign.estimates import Design
+    from classes_tool.campaign.report import format_summary
 
-    counts = {"conv2": {"masked": 30, "critical_sdc": 10}}
-    lo, hi = wilson_interval(10, 40, 0.99)
-    text = format_summary(counts, 0.99)
-    assert f"25.00% ±{100 * max(hi - 0.25, 0.25 - lo):4.1f}" in text
-    assert "99% Wilson interval" in text
-    assert "95% Wilson interval" in format_summary(counts)
+    row = {"group": "conv2", "faults": 4, "evaluations": 40, "critical_sdc_design_effect": 3.5,
+           "margin_achieved": 0.21}
+    for o in ("masked", "tolerable_sdc", "critical_sdc", "due"):
+        row.update({f"{o}_rate": 0.25, f"{o}_ci_low": 0.1, f"{o}_ci_high": 0.5})
+    text = format_summary([row], Design(confidence=0.99))
+    assert "25.00% ±25.0" in text  # the farther end of the interval
+    assert "99% interval over faults" in text and "3.5" in text and "21.0%" in text
+    assert "95% interval over faults" in format_summary([row], Design())
 
 
 def test_two_input_model_in_every_site_path_equals_the_patched_model(tmp_path, monkeypatch):

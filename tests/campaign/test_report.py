@@ -1,4 +1,8 @@
-"""The report's tables hold the right counts, rates, intervals and margins for a hand-made store."""
+"""The report's tables hold the right counts, rates, intervals and margins for a hand-made store.
+
+Rates are per evaluation (the mean over faults of each fault's rate over its 4 inputs), with
+intervals over faults: the betting interval for a group inside one target, the size-weighted
+combination of the targets' intervals for a group spanning targets."""
 
 import csv
 import math
@@ -6,12 +10,15 @@ import math
 import numpy as np
 import pytest
 
+from classes_tool.campaign.intervals import (
+    fault_mean_interval,
+    share_interval,
+    stratified_interval,
+)
 from classes_tool.campaign.report import heatmap_data, heatmap_file_name, plot_heatmap, write_report
-from classes_tool.campaign.stats import wilson_interval
 from classes_tool.campaign.store import ResultStore
 from classes_tool.errors import UserError
 
-T99 = 2.5758293035489004
 PNG = b"\x89PNG\r\n\x1a\n"
 
 # fault: (target, pattern, params, [(outcome, sdc5, rel_error) per input 0..3])
@@ -43,44 +50,68 @@ def read_csv(path):
         return {row[next(iter(row))]: row for row in csv.DictReader(fh)}
 
 
+def expected(faults, outcome, confidence=0.99):
+    """(rate, low, high, fault share low, high) the report must print for these faults."""
+    by_target = {}
+    for fi in faults:
+        by_target.setdefault(CAMPAIGN[fi][0], []).append(fi)
+    per, share, sizes = [], [], []
+    for target_faults in by_target.values():
+        rows = [CAMPAIGN[fi][3] for fi in target_faults]
+        hits = np.array([sum((s if outcome == "sdc5" else o == outcome) for o, s, _ in r)
+                         for r in rows])
+        per.append(fault_mean_interval(hits / 4, 4, confidence))
+        share.append(share_interval(hits > 0, confidence))
+        sizes.append(len(target_faults))
+    if len(per) == 1:
+        return per[0], share[0]
+    return stratified_interval(per, sizes), stratified_interval(share, sizes)
+
+
 def check_row(row, faults, counts, sdc5):
     n = sum(counts.values())
-    assert int(row["faults"]) == faults and int(row["evaluations"]) == n
+    assert int(row["faults"]) == len(faults) and int(row["evaluations"]) == n
     for outcome, k in [*counts.items(), ("sdc5", sdc5)]:
-        lo, hi = wilson_interval(k, n, 0.99)  # the campaign's confidence (META)
+        per, share = expected(faults, outcome)
         assert int(row[outcome]) == k
-        assert float(row[f"{outcome}_rate"]) == pytest.approx(k / n)
-        assert float(row[f"{outcome}_ci_low"]) == pytest.approx(lo)
-        assert float(row[f"{outcome}_ci_high"]) == pytest.approx(hi)
+        assert float(row[f"{outcome}_rate"]) == pytest.approx(k / n)  # every fault complete
+        assert float(row[f"{outcome}_ci_low"]) == pytest.approx(per.low)
+        assert float(row[f"{outcome}_ci_high"]) == pytest.approx(per.high)
+        assert float(row[f"{outcome}_fault_ci_low"]) == pytest.approx(share.low)
+        assert float(row[f"{outcome}_fault_ci_high"]) == pytest.approx(share.high)
+        assert float(row[f"{outcome}_ci_low"]) < k / n < float(row[f"{outcome}_ci_high"]) or (
+            k in (0, n))
 
 
 def test_tables_hold_the_right_numbers(db, tmp_path):
     files = write_report(db, tmp_path / "rep", group_params=("x",))
     by_target = read_csv(files["by_target.csv"])
     assert list(by_target) == ["conv", "dense"]  # campaign order
-    check_row(by_target["conv"], 3, {M: 7, T: 1, C: 3, D: 1}, sdc5=2)
-    check_row(by_target["dense"], 1, {M: 1, T: 2, C: 0, D: 1}, sdc5=1)
-    # margin achieved: e = t sqrt(p(1-p)(N-n)/(n(N-1))) with n faults of N
-    assert float(by_target["conv"]["margin_achieved"]) == pytest.approx(
-        T99 * math.sqrt(0.25 * 27 / (3 * 29)))
-    assert float(by_target["dense"]["margin_achieved"]) == pytest.approx(
-        T99 * math.sqrt(0.25 * 9 / (1 * 9)))
+    check_row(by_target["conv"], [0, 1, 2], {M: 7, T: 1, C: 3, D: 1}, sdc5=2)
+    check_row(by_target["dense"], [3], {M: 1, T: 2, C: 0, D: 1}, sdc5=1)
+    # margin achieved: the largest half-width of the four outcome intervals
+    for target, faults in (("conv", [0, 1, 2]), ("dense", [3])):
+        assert float(by_target[target]["margin_achieved"]) == pytest.approx(
+            max(expected(faults, o)[0].half_width for o in (M, T, C, D)))
     assert by_target["conv"]["population"] == "30"
+    # per-fault rates: conv faults 0 and 1 have a critical SDC, fault 2 none
+    assert float(by_target["conv"]["critical_sdc_fault_rate"]) == pytest.approx(2 / 3)
+    assert by_target["conv"]["critical_sdc_faults_hit"] == "2"
 
     by_pattern = read_csv(files["by_pattern.csv"])
-    check_row(by_pattern["line"], 2, {M: 3, T: 1, C: 3, D: 1}, sdc5=2)
-    check_row(by_pattern["block"], 2, {M: 5, T: 2, C: 0, D: 1}, sdc5=1)
+    check_row(by_pattern["line"], [0, 1], {M: 3, T: 1, C: 3, D: 1}, sdc5=2)
+    check_row(by_pattern["block"], [2, 3], {M: 5, T: 2, C: 0, D: 1}, sdc5=1)
 
     by_x = read_csv(files["by_param_x.csv"])
     assert list(by_x) == ["0", "1", "(absent)"]
-    check_row(by_x["0"], 2, {M: 6, T: 1, C: 1, D: 0}, sdc5=1)
-    check_row(by_x["1"], 1, {M: 1, T: 0, C: 2, D: 1}, sdc5=1)
+    check_row(by_x["0"], [0, 2], {M: 6, T: 1, C: 1, D: 0}, sdc5=1)
+    check_row(by_x["1"], [1], {M: 1, T: 0, C: 2, D: 1}, sdc5=1)
 
     md = files["by_target.md"].read_text()
-    lo, hi = wilson_interval(3, 12, 0.99)
-    assert "99% Wilson intervals" in md
+    per, _ = expected([0, 1, 2], C)
+    assert "99% intervals over faults" in md
     assert "| conv | 3 | 12 | 58.33% [" in md
-    assert f"25.00% [{100 * lo:.2f}, {100 * hi:.2f}]" in md  # critical SDC of conv
+    assert f"25.00% [{100 * per.low:.2f}, {100 * per.high:.2f}]" in md  # critical SDC of conv
 
 
 def test_summary_reads_first(db, tmp_path):
@@ -89,11 +120,14 @@ def test_summary_reads_first(db, tmp_path):
     assert "- faults injected: 4" in text
     assert "- inputs: 4" in text
     assert "- evaluations (fault x input): 16" in text
-    lo, hi = wilson_interval(3, 16, 0.99)
-    assert f"| critical SDC | 3 | 18.75% | [{100 * lo:.2f}%, {100 * hi:.2f}%] |" in text
+    per, _ = expected([0, 1, 2, 3], C)
+    assert f"| critical SDC | 3 | 18.75% | [{100 * per.low:.2f}%, {100 * per.high:.2f}%] |" in text
     assert "| SDC-5 | 3 | 18.75% |" in text
-    margin = 100 * T99 * math.sqrt(0.25 * 27 / (3 * 29))
-    assert f"±{margin:.2f}% (n=3 of N=30)" in text
+    margin = 100 * max(expected([0, 1, 2], o)[0].half_width for o in (M, T, C, D))
+    assert f"±{margin:.2f}%" in text
+    assert "## How the intervals were computed" in text
+    assert "faults drawn independently" in text and "inputs a fixed set" in text
+    assert "## Per-fault rates" in text
     # buckets: 0-5: 0,0,3,0,0,0,0,0,1e-7 -> 9; 5-10: 7 -> 1; 10-20: 12,12 -> 2; >20: 50,25 -> 2
     for bucket, count in [("0-5%", 9), ("5-10%", 1), ("10-20%", 2), (">20%", 2), ("due", 2)]:
         assert f"| {bucket} | {count} | {100 * count / 16:.2f}% |" in text
@@ -143,10 +177,10 @@ def test_empty_store_still_reports(tmp_path):
 def test_an_explicit_confidence_overrides_the_campaigns(db, tmp_path):
     files = write_report(db, tmp_path / "rep", confidence=0.9)
     row = read_csv(files["by_target.csv"])["conv"]
-    lo, hi = wilson_interval(3, 12, 0.9)
-    assert float(row["critical_sdc_ci_low"]) == pytest.approx(lo)
-    assert float(row["critical_sdc_ci_high"]) == pytest.approx(hi)
-    assert "90% Wilson intervals" in files["by_target.md"].read_text()
+    per, _ = expected([0, 1, 2], C, confidence=0.9)
+    assert float(row["critical_sdc_ci_low"]) == pytest.approx(per.low)
+    assert float(row["critical_sdc_ci_high"]) == pytest.approx(per.high)
+    assert "90% intervals over faults" in files["by_target.md"].read_text()
 
 
 # -- bad options: one-line errors, checked before anything is written -------------------------------
