@@ -109,9 +109,12 @@ def _spaced(rng: np.random.Generator, n: int, k: int, skip: int) -> range:
     return range(start, start + k * skip, skip)
 
 
-def _channels(rng: np.random.Generator, channels: int, p: Params) -> range:
-    """`choose_channels` as a range."""
+def _channels(rng: np.random.Generator, channels: int, p: Params, at_least: int = 1) -> range:
+    """`choose_channels` as a range; at least `at_least` channels when the tensor has them (the
+    multi-channel classes are defined by two or more corrupted channels, quasi-shattered by
+    three: see `MIN_CHANNELS`)."""
     k = _count(rng, channels, p.get("affected_channels_pct"), p.get("max_corrupted_channels"))
+    k = min(max(k, at_least), channels)
     skip = _int_in(rng, p.get("min_channel_skip"), p.get("max_channel_skip"))
     return _spaced(rng, channels, k, skip)
 
@@ -193,7 +196,7 @@ def _single(rng, h, w, c, p):
 def _line(rng, h, w, c, p, along_row: bool):
     length = w if along_row else h
     pct = p.get("row_corruption_pct" if along_row else "column_corruption_pct")
-    k = _count(rng, length, pct, p.get("max_cardinality"))
+    k = min(max(_count(rng, length, pct, p.get("max_cardinality")), 2), length)  # one is single
     steps = _spaced(rng, length, k,
                     _int_in(rng, p.get("min_value_skip"), p.get("max_value_skip")))
     if along_row:
@@ -204,9 +207,17 @@ def _line(rng, h, w, c, p, along_row: bool):
     return np.arange(len(steps), dtype=np.int64) * (step * c) + (first * c + ch)
 
 
+#: Fewest corrupted channels each multi-channel class has by definition (when the tensor has
+#: them): the classifier only calls a tensor with two or more channels bullet wake, multi-channel
+#: block, shattered or uncategorized, and a quasi-shattered tensor has a position shared by two
+#: channels that a third lacks (with two channels, a shared position is shattered).
+MIN_CHANNELS = {"bullet_wake": 2, "multi_channel_block": 2, "shattered_channel": 2,
+                "quasi_shattered_channel": 3, "multiple_channels_uncategorized": 2}
+
+
 def _bullet_wake(rng, h, w, c, p):
     m = int(rng.integers(0, h * w))
-    return _arange(_channels(rng, c, p)) + m * c
+    return _arange(_channels(rng, c, p, 2)) + m * c
 
 
 def _skip(rng, h, w, c, p, default_skip: int):
@@ -220,35 +231,77 @@ def _skip(rng, h, w, c, p, default_skip: int):
     return _grid(candidates, chans, _picks(rng, len(candidates), pct, len(chans)), c)
 
 
-def _block(rng: np.random.Generator, size: int, block_size: Any) -> range:
-    """An aligned block of `block_size` consecutive map positions (clipped to the map)."""
-    b = max(1, min(int(block_size or 1), size))
-    n_blocks = -(-size // b)
-    start = int(rng.integers(0, n_blocks)) * b
-    return range(start, min(start + b, size))
+def block_counts(b: int) -> tuple[int, int]:
+    """How many errors a block of `b` positions holds by definition: the classifier sizes a block
+    by its number of errors (11-16: a block of 16, 17-32: of 32, 33-64: of 64), so a block of b
+    holds more than max(10, b/2) and at most b errors (all of it when b is too small)."""
+    return min(b, max(11, b // 2 + 1)), b
+
+
+def _block_count(rng: np.random.Generator, b: int, pct_bin: Any) -> int:
+    """Errors in a block of b positions: the percentage bin, kept within `block_counts(b)`."""
+    low, high = block_counts(b)
+    k = b if pct_bin is None else _count(rng, b, pct_bin)
+    return min(max(k, low), high)
+
+
+def _window(rng: np.random.Generator, b: int, k: int) -> list[int]:
+    """Offsets of k of the b positions of a window, sorted (all of them when k >= b)."""
+    if k >= b:
+        return list(range(b))
+    return sorted(rng.permutation(b)[:k].tolist())
 
 
 def _single_block(rng, h, w, c, p):
-    block = _block(rng, h * w, p.get("block_size"))
-    ch = int(rng.integers(0, c))
-    sel = _pick(rng, len(block), p.get("block_corruption_pct"))
-    maps = _arange(block) if sel is None else np.sort(sel) + block.start
-    return maps * c + ch
+    """A window of `block_size` consecutive positions of the channel-first flattened tensor (any
+    start: it may cross from one channel into the next), `block_corruption_pct` of it kept."""
+    size, total = h * w, h * w * c
+    b = max(1, min(int(p.get("block_size") or 1), total))
+    start = int(rng.integers(0, total - b + 1))
+    k = _block_count(rng, b, p.get("block_corruption_pct"))
+    flat = [((start + t) % size) * c + (start + t) // size for t in _window(rng, b, k)]
+    flat.sort()
+    return np.array(flat, dtype=np.int64)
 
 
 def _multi_channel_block(rng, h, w, c, p):
-    block = _block(rng, h * w, p.get("block_size"))
-    chans = _channels(rng, c, p)
+    """The same window of `block_size` consecutive map positions (any start) in every chosen
+    channel, `avg_block_corruption_pct` of it kept per channel. One channel, the leader, holds a
+    block by definition: as many errors as the fullest channel (at least `block_counts`), the
+    window's first position among them, so every other channel's errors lie in its block."""
+    size = h * w
+    b = max(1, min(int(p.get("block_size") or 1), size))
+    start = int(rng.integers(0, size - b + 1))
+    chans = _channels(rng, c, p, 2)
     pct = p.get("avg_block_corruption_pct")
-    return _grid(_arange(block), chans, _picks(rng, len(block), pct, len(chans)), c)
+    counts = [b if pct is None else _count(rng, b, pct) for _ in chans]
+    leader = int(rng.integers(0, len(chans)))
+    low, high = block_counts(b)
+    counts[leader] = min(max(max(counts), low), high)
+    flat = []
+    for j, ch in enumerate(chans):
+        k = counts[j]
+        if j == leader and k < b:
+            kept = [0] + sorted((rng.permutation(b - 1)[:k - 1] + 1).tolist())
+        else:
+            kept = _window(rng, b, k)
+        flat += [(start + t) * c + ch for t in kept]
+    flat.sort()
+    return np.array(flat, dtype=np.int64)
+
+
+def _span(rng, size: int, anchor: int, low: int, high: int, pct: Any) -> tuple[int, Any, Any]:
+    """A span of width in [low, high) around the anchor: (width, start, kept offsets or None)."""
+    width = max(1, min(int(rng.integers(low, high)), size))
+    start = min(max(anchor - int(rng.integers(0, width)), 0), size - width)
+    return width, start, _pick(rng, width, pct)
 
 
 def _shattered(rng, h, w, c, p, quasi: bool):
-    """Shattered glass: a point corrupted in several channels, with a span of neighbours
-    around it in each; quasi-shattered spans need not contain the shared point.
-
-    Per channel the kept map positions are a range (whole span) or a set (a subset of it);
-    the span always contains the anchor, so only a subset needs it added back."""
+    """Shattered glass: a point (the anchor) corrupted in every chosen channel, with a span of
+    neighbours around it in each. Quasi-shattered: the anchor is corrupted in the first two
+    channels only; the last channel's span lies beside it (never on it) and the others may
+    drift off it, so some position is shared by two channels but not by all."""
     size = h * w
     integers = rng.integers
     anchor = int(integers(0, size))
@@ -257,48 +310,65 @@ def _shattered(rng, h, w, c, p, quasi: bool):
     low = 1 if low is None else int(low)  # _int_in's bounds, the same for every channel
     high = low if high is None else int(high)
     low, high = min(low, high), max(low, high) + 1
+    chans = _channels(rng, c, p, MIN_CHANNELS["quasi_shattered_channel" if quasi else
+                                              "shattered_channel"])
+    last = len(chans) - 1
     pieces: list[tuple[int, Any]] = []
-    total = 0
-    for ch in _channels(rng, c, p):
-        width = max(1, min(int(integers(low, high)), size))
-        start = min(max(anchor - int(integers(0, width)), 0), size - width)
-        sel = _pick(rng, width, pct)
-        kept: Any
-        if sel is None:
-            kept = range(start, start + width)
-        else:
-            kept = [x + start for x in sel.tolist()]
-        if not quasi:
+    for j, ch in enumerate(chans):
+        width, start, sel = _span(rng, size, anchor, low, high, pct)
+        if j == 0 and width * 2 > size > 1:  # one channel at most half corrupted: not full
+            width = size // 2
+            start = min(max(anchor - int(integers(0, width)), 0), size - width)
+            sel = None if sel is None else sel[sel < width]
+            if sel is not None and len(sel) == 0:
+                sel = None
+        if quasi and j == last and j >= 2 and size > 1:
+            # beside the anchor: right of it when it fits (or by a coin), else left of it
+            room_right, room_left = size - 1 - anchor, anchor
+            width = max(1, min(width, max(room_right, room_left)))
+            right = room_right >= width and (room_left < width or rng.random() < 0.5)
+            start = anchor + 1 if right else anchor - width
             if sel is not None:
-                kept = set(kept)
+                sel = sel[sel < width]
+                if len(sel) == 0:
+                    sel = None if width == 1 else np.array([0])
+        kept: Any = range(start, start + width) if sel is None else {x + start for x in
+                                                                     sel.tolist()}
+        if not quasi or j < 2:
+            if sel is not None:
                 kept.add(anchor)
-        elif rng.random() < 0.5 and width > 1:  # drift the span off the anchor (clipped)
+        elif j < last and rng.random() < 0.5 and width > 1:  # drift off the anchor (clipped)
             shift = int(integers(1, width + 1))
-            if sel is None:
-                kept = range(min(start + shift, size - 1), min(start + width + shift, size))
-            else:
-                kept = {min(x + shift, size - 1) for x in kept}
+            kept = {min(x + shift, size - 1) for x in kept}
         pieces.append((ch, kept))
-        total += len(kept)
-    if total <= _SMALL:
-        flat = [m * c + ch for ch, kept in pieces for m in kept]
-        flat.sort()
-        return np.array(flat, dtype=np.int64)
-    parts = [(_arange(kept) if isinstance(kept, range) else np.fromiter(kept, np.int64, len(kept)))
-             * c + ch for ch, kept in pieces]
-    return np.sort(np.concatenate(parts))
+    flat = [m * c + ch for ch, kept in pieces for m in kept]
+    flat.sort()
+    return np.array(flat, dtype=np.int64)
 
 
 def _full_channels(rng, h, w, c, p):
+    """Every chosen channel with more than half of its positions corrupted (the definition),
+    `avg_channel_corruption_pct` of them when that is more."""
     size = h * w
     chans = _channels(rng, c, p)
     pct = p.get("avg_channel_corruption_pct")
-    return _grid(np.arange(size, dtype=np.int64), chans, _picks(rng, size, pct, len(chans)), c)
+    least = size // 2 + 1
+    flat = []
+    for ch in chans:
+        k = size if pct is None else max(_count(rng, size, pct), least)
+        kept = range(size) if k >= size else rng.permutation(size)[:k].tolist()
+        flat += [m * c + ch for m in kept]
+    flat.sort()
+    return np.array(flat, dtype=np.int64)
 
 
 def _rectangles(rng, h, w, c, p):
-    rh = max(1, min(int(p.get("rectangle_height", 1)), h))
-    rw = max(1, min(int(p.get("rectangle_width", 1)), w))
+    """The same rectangle in every chosen channel. `rectangle_height`/`_width` are, as measured,
+    the differences between the last and first row/column, so the rectangle has one row and one
+    column more; it never spans the whole width (the classifier does not call that a
+    rectangle)."""
+    rh = max(1, min(int(p.get("rectangle_height", 1)) + 1, h))
+    rw = max(1, min(int(p.get("rectangle_width", 1)) + 1, max(1, w - 1)))
     top = int(rng.integers(0, h - rh + 1))
     left = int(rng.integers(0, w - rw + 1))
     m = ((top + np.arange(rh, dtype=np.int64))[:, None] * w
@@ -307,21 +377,42 @@ def _rectangles(rng, h, w, c, p):
 
 
 def _single_channel_random(rng, h, w, c, p):
-    k = _count(rng, h * w, p.get("channel_corruption_pct"), p.get("max_cardinality"))
+    """One channel, `channel_corruption_pct` of its positions (at least two, at most
+    `max_cardinality`), each `min_value_skip`..`max_value_skip` positions after the previous one
+    (row-major), over at least two rows when the map has them (one row is `same_row`)."""
+    size = h * w
+    k = max(2, _count(rng, size, p.get("channel_corruption_pct"), p.get("max_cardinality")))
+    k = min(k, size)
+    low, high = p.get("min_value_skip"), p.get("max_value_skip")
+    low = 1 if low is None else int(low)
+    high = low if high is None else int(high)
+    fit = max(1, (size - 1) // max(1, k - 1))  # gaps shrunk so that k positions fit the map
+    low, high = min(max(1, min(low, high)), fit), min(max(1, low, high), fit)
+    offsets = [0]
+    if k > 1:
+        for gap in rng.integers(low, high + 1, size=k - 1).tolist():
+            if offsets[-1] + gap > size - 1:
+                break
+            offsets.append(offsets[-1] + gap)
+    span = offsets[-1]
+    if h >= 2 and 0 < span < w:  # a start whose positions cross a row boundary
+        i = int(rng.integers(0, (h - 1) * span))
+        start = (i // span) * w + (w - span) + i % span
+    else:
+        start = int(rng.integers(0, size - span))
     ch = int(rng.integers(0, c))
-    m = rng.choice(h * w, size=k, replace=False)
-    m.sort()
-    return m.astype(np.int64, copy=False) * c + ch
+    return np.array([(start + o) * c + ch for o in offsets], dtype=np.int64)
 
 
 def _alternated_blocks(rng, h, w, c, p):
     """Blocks of `block_size` positions, every `skip`-th block corrupted (skip >= 2, drawn in
-    [min_block_skip, max_block_skip]), starting from a random block."""
+    [min_block_skip, max_block_skip]), from a random block among those that leave room for a
+    second one."""
     size = h * w
     b = max(1, min(int(p.get("block_size", 1)), size))
     n_blocks = -(-size // b)
     skip = max(2, _int_in(rng, p.get("min_block_skip"), p.get("max_block_skip"), default=2))
-    first = int(rng.integers(0, min(skip, n_blocks)))
+    first = int(rng.integers(0, max(1, min(skip, n_blocks - skip))))
     starts = np.arange(first, n_blocks, skip, dtype=np.int64) * b
     m = (starts[:, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
     ch = int(rng.integers(0, c))
@@ -329,19 +420,31 @@ def _alternated_blocks(rng, h, w, c, p):
 
 
 def _uncategorized(rng, h, w, c, p):
+    """Two or more channels, each with `avg_channel_corruption_pct` of its positions corrupted
+    (kept within [min_errors_per_channel, max_errors_per_channel] when given), no position
+    shared by two channels (a shared position would be quasi-shattered)."""
     size = h * w
-    by_range = "min_errors_per_channel" in p or "max_errors_per_channel" in p
-    parts = []
-    for ch in _channels(rng, c, p):
-        if by_range:
-            k = min(size, _int_in(rng, p.get("min_errors_per_channel"),
-                                  p.get("max_errors_per_channel")))
-        else:
-            k = _count(rng, size, p.get("avg_channel_corruption_pct"))
-        parts.append(rng.choice(size, size=max(k, 1), replace=False).astype(np.int64) * c + ch)
-    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    out.sort()
-    return out
+    chans = _channels(rng, c, p, 2)
+    pct = p.get("avg_channel_corruption_pct")
+    least, most = p.get("min_errors_per_channel"), p.get("max_errors_per_channel")
+    counts = []
+    for _ in chans:
+        k = _count(rng, size, pct)
+        if least is not None:
+            k = max(k, int(least))
+        if most is not None:
+            k = min(k, int(most))
+        counts.append(max(k, 1))
+    while sum(counts) > size and max(counts) > 1:  # distinct positions must fit the map
+        counts[counts.index(max(counts))] -= 1
+    total = min(sum(counts), size)
+    drawn = rng.permutation(size)[:total].tolist()
+    flat, at = [], 0
+    for ch, k in zip(chans, counts, strict=True):
+        flat += [m * c + ch for m in drawn[at:at + k]]
+        at += k
+    flat.sort()
+    return np.array(flat, dtype=np.int64)
 
 
 # name -> generator(rng, H, W, C, params) -> distinct, sorted flat positions (int64)
@@ -371,3 +474,131 @@ def generate_positions(pattern: str, shape: tuple[int, ...], params: Params,
     """Distinct, sorted flat positions (into one sample of `shape`) corrupted by `pattern`."""
     h, w, c = map_shape(shape)
     return GENERATORS[pattern](rng, h, w, c, params)
+
+
+# --- what a site's class is, by the CLASSES classifier's definitions --------------------------
+#
+# The measured error models were produced by CLASSES' cnn-error-classifier, which looks at the
+# corrupted positions of one tensor and tries the classes in a fixed order, the first that
+# matches naming it. A site drawn for a class must be one the classifier calls that class (the
+# definitions in plain words are in docs/error-models.md). The generators above build sites that
+# mostly are; `draw_positions` redraws the rare one that is not (an accidental skip of four, a
+# rectangle that fills a small map, ...).
+
+#: Classes in the classifier's order, for tensors with one corrupted channel and with several.
+SINGLE_CHANNEL_ORDER = ("single", "skip_4", "single_block", "single_channel_alternated_blocks",
+                        "same_row", "full_channels", "rectangles", "single_channel_random")
+MULTI_CHANNEL_ORDER = ("skip_4", "single_block", "multi_channel_block", "bullet_wake",
+                       "full_channels", "rectangles", "shattered_channel",
+                       "quasi_shattered_channel", "multiple_channels_uncategorized")
+#: Classes the classifier defines (the others, e.g. same_column or skip_8, are drawn unchecked).
+CHECKED = frozenset(SINGLE_CHANNEL_ORDER + MULTI_CHANNEL_ORDER)
+#: Draws of a site's positions before the last one is kept even if it does not match (a class
+#: that cannot exist on the layer's shape, e.g. a block of 16 on a 3x3 map).
+MAX_ATTEMPTS = 16
+
+
+def _block_size_of(idx: np.ndarray, largest: int) -> int:
+    """The classifier's block test on sorted indices: 0 when they are not one block."""
+    n = len(idx)
+    if n <= 10:
+        return 0
+    b = 16 if n <= 16 else 32 if n <= 32 else 64 if n <= 64 else 0
+    return b if b and int(idx[-1] - idx[0]) <= b and largest >= b else 0
+
+
+def _is_skip_4(maps: np.ndarray) -> bool:
+    """Distinct map positions: two or more a multiple of 4 after the first, at most one not."""
+    good = int(np.count_nonzero((maps - maps[0]) % 4 == 0))
+    return good >= 2 and len(maps) - good <= 1
+
+
+def _is_alternated(maps: np.ndarray, size: int) -> bool:
+    blocks, counts = np.unique(maps // 32, return_counts=True)
+    if len(blocks) < 2 or np.diff(blocks).min() < 2:
+        return False
+    remainder = size // 32 if size % 32 else -1
+    return bool(np.all((counts >= 16) | (blocks == remainder)))
+
+
+def _is_rectangle(rows: np.ndarray, cols: np.ndarray, w: int) -> bool:
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    if bottom - top < 2 or right - left < 2 or (left == 0 and right == w - 1):
+        return False
+    cells = len(np.unique(rows * w + cols))
+    return (bottom - top + 1) * (right - left + 1) - cells <= 2
+
+
+def _multi_channel_block(chans: np.ndarray, maps: np.ndarray, nch: np.ndarray, size: int) -> bool:
+    """A leader channel holds a block; every other channel's errors lie in the leader's block
+    [first, first + size] or form a block of their own."""
+    per = np.split(maps, np.cumsum(nch)[:-1])  # sorted by channel, then map position
+    best, first = -1, size
+    for m in per:
+        b = _block_size_of(m, size)
+        if b and (b > best or (b == best and m[0] < first)):
+            best, first = b, int(m[0])
+    if best < 0:
+        return False
+    return all((m[0] >= first and m[-1] <= first + best) or _block_size_of(m, 64)
+               for m in per)
+
+
+def classify(positions: np.ndarray, h: int, w: int, c: int) -> str:
+    """The spatial class CLASSES' classifier gives the corrupted flat positions (distinct,
+    channels last) of one sample of an (h, w, c) tensor."""
+    pos = np.asarray(positions, dtype=np.int64)
+    size = h * w
+    ch, m = pos % c, pos // c
+    order = np.lexsort((m, ch))
+    ch, m = ch[order], m[order]
+    chans, nch = np.unique(ch, return_counts=True)
+    maps = np.unique(m)
+    if len(chans) == 1 and len(pos) == 1:
+        return "single"
+    if _is_skip_4(maps):
+        return "skip_4"
+    if _block_size_of(ch * size + m, size):  # channel-first order: sorted already
+        return "single_block"
+    rows, cols = m // w, m % w
+    full = bool(np.all(nch * 2 > size))
+    if len(chans) == 1:
+        if _is_alternated(m, size):
+            return "single_channel_alternated_blocks"
+        if rows.min() == rows.max():
+            return "same_row"
+        if full:
+            return "full_channels"
+        if _is_rectangle(rows, cols, w):
+            return "rectangles"
+        return "single_channel_random"
+    if _multi_channel_block(chans, m, nch, size):
+        return "multi_channel_block"
+    if len(maps) == 1:
+        return "bullet_wake"
+    if full:
+        return "full_channels"
+    if _is_rectangle(rows, cols, w):
+        return "rectangles"
+    sharing = np.unique(m, return_counts=True)[1]  # channels holding each map position
+    if sharing.max() == len(chans):
+        return "shattered_channel"
+    if sharing.max() >= 2:
+        return "quasi_shattered_channel"
+    return "multiple_channels_uncategorized"
+
+
+def draw_positions(name: str, generate: Callable[..., np.ndarray], rng: np.random.Generator,
+                   h: int, w: int, c: int, params: Callable[[], Params]) -> np.ndarray:
+    """A site's positions for class `name`, from parameters `params()` (a parameter set with its
+    RANDOM choices resolved). While the classifier would call them another class, the choices
+    and the positions are drawn again from the same generator, at most MAX_ATTEMPTS times: the
+    measured parameters describe sites of this class, so a site of another class is not one of
+    them (a choice of span width that fills a small map, an accidental skip of four, ...)."""
+    positions = generate(rng, h, w, c, params())
+    if name in CHECKED:
+        for _ in range(MAX_ATTEMPTS - 1):
+            if classify(positions, h, w, c) == name:
+                break
+            positions = generate(rng, h, w, c, params())
+    return positions

@@ -35,7 +35,7 @@ from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
 from classes_tool.simulator import native_sites
 from classes_tool.simulator.error_model import ErrorModel
-from classes_tool.simulator.patterns import AFFINE_UNIFORM, GENERATORS, map_shape
+from classes_tool.simulator.patterns import AFFINE_UNIFORM, GENERATORS, draw_positions, map_shape
 
 #: Seeds are non-negative and fit in int64 (the ErrorSimulator keeps its seed in an int64 weight).
 MAX_SEED = 2**63 - 1
@@ -43,6 +43,21 @@ MAX_SEED = 2**63 - 1
 # Out-of-range values lie beyond the normal range by a log-uniform excess between 1% and
 # 10^6 times the range's width: from barely out of range to "very large".
 OUT_OF_RANGE_EXPONENTS = (-2.0, 6.0)
+
+#: How out-of-range values are drawn (docs/error-models.md, "Out-of-range values"):
+#: "bounded" (the default): beyond the range by `w * 10^u`, u ~ U(-2, 6), always finite;
+#: "bit_pattern": as the CLASSES reference simulator draws them, a uniformly random float32 bit
+#: pattern, moved out of the range by w * U(2, 600) (either side) when it falls inside; about a
+#: third to a half lie far beyond 10^6 w, some are NaN or infinite.
+OUT_OF_RANGE_MODES = ("bounded", "bit_pattern")
+BIT_PATTERN_SHIFT = (2.0, 600.0)
+
+
+def check_out_of_range(mode: str) -> str:
+    if mode not in OUT_OF_RANGE_MODES:
+        raise UserError(f"out_of_range must be one of {', '.join(OUT_OF_RANGE_MODES)}, "
+                        f"got {mode!r}")
+    return mode
 
 
 @dataclass
@@ -238,11 +253,26 @@ def _value_class_ids(rng: np.random.Generator, n: int, domain: dict[str, Any]) -
     return ids
 
 
+def _bit_pattern_values(rng: np.random.Generator, n: int, low: float, high: float,
+                        width: float) -> np.ndarray:
+    """n out-of-range values as random float32 bit patterns (NaN and infinities included); one
+    that falls inside [low, high] is moved out by width * U(2, 600) to either side."""
+    with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+        out = rng.integers(0, 2**32, size=n, dtype=np.uint32).view(np.float32).astype(np.float64)
+    inside = np.flatnonzero((out >= low) & (out <= high))
+    if len(inside):
+        side = np.where(rng.random(len(inside)) < 0.5, -1.0, 1.0)
+        out[inside] += side * width * rng.uniform(*BIT_PATTERN_SHIFT, len(inside))
+    return out
+
+
 def _class_values(rng: np.random.Generator, cls: int, n: int, low: float, high: float,
-                  width: float) -> Any:
+                  width: float, out_of_range: str = "bounded") -> Any:
     """The n values of one class (float64 array or scalar), drawn as `_values` draws them."""
     if cls == IN_RANGE:
         return rng.uniform(low, high, n) if high > low else low
+    if cls == OUT_OF_RANGE and out_of_range == "bit_pattern":
+        return _bit_pattern_values(rng, n, low, high, width)
     if cls == OUT_OF_RANGE:
         excess = width * 10.0 ** rng.uniform(*OUT_OF_RANGE_EXPONENTS, n)
         return np.where(rng.random(n) < 0.5, high + excess, low - excess)
@@ -254,18 +284,20 @@ def _class_values(rng: np.random.Generator, cls: int, n: int, low: float, high: 
 
 
 def _values(rng: np.random.Generator, layout: list[tuple[int, int, Any]], low: float,
-            high: float, n: int) -> np.ndarray:
+            high: float, n: int, out_of_range: str = "bounded") -> np.ndarray:
     """A value per position for its class (`_Domain.layout`), drawn class by class in increasing
     class order."""
     width = max(high - low, abs(high), abs(low), 1e-3)
     if len(layout) == 1:
         out = np.empty(n, dtype=np.float32)
-        out[:] = _class_values(rng, layout[0][0], n, low, high, width)
+        with np.errstate(over="ignore"):  # a bit pattern moved beyond float32: infinite
+            out[:] = _class_values(rng, layout[0][0], n, low, high, width, out_of_range)
         return out
     out = np.zeros(n, dtype=np.float32)
     for cls, k, where in layout:
         if cls != ZERO:
-            out[where] = _class_values(rng, cls, k, low, high, width)
+            with np.errstate(over="ignore"):
+                out[where] = _class_values(rng, cls, k, low, high, width, out_of_range)
     return out
 
 
@@ -292,21 +324,27 @@ class _Plan:
                 _Choice([d["frequency"] for d in spec["domain_classes"]]),
                 [_Domain(d) for d in spec["domain_classes"]]))
 
-    def draw(self, rng: np.random.Generator, hwc: tuple[int, int, int], low: float, high: float
-             ) -> tuple[str, np.ndarray, np.ndarray]:
+    def draw(self, rng: np.random.Generator, hwc: tuple[int, int, int], low: float, high: float,
+             out_of_range: str = "bounded") -> tuple[str, np.ndarray, np.ndarray]:
         name, generate, param_choice, params, domain_choice, domains = \
             self.classes[self.choice.pick(rng)]
         merged, random = params[param_choice.pick(rng) if param_choice.n > 1 else
                                 param_choice.pick_one(rng)]
-        if random:  # each {"RANDOM": [...]} resolved uniformly, in the merged dict's order
-            merged = dict(merged)
+
+        def resolved() -> dict[str, Any]:
+            """Each {"RANDOM": [...]} resolved uniformly, in the merged dict's order."""
+            if not random:
+                return merged
+            out = dict(merged)
             for key, choices in random:
-                merged[key] = choices[int(rng.integers(0, len(choices)))]
-        positions = generate(rng, *hwc, merged)
+                out[key] = choices[int(rng.integers(0, len(choices)))]
+            return out
+
+        positions = draw_positions(name, generate, rng, *hwc, resolved)
         domain = domains[domain_choice.pick(rng) if domain_choice.n > 1 else
                          domain_choice.pick_one(rng)]
         n = len(positions)
-        return name, positions, _values(rng, domain.layout(rng, n), low, high, n)
+        return name, positions, _values(rng, domain.layout(rng, n), low, high, n, out_of_range)
 
 
 def _unknown(name: str):
@@ -333,10 +371,11 @@ def _plan(model: ErrorModel) -> _Plan:
 
 
 def draw_site(model: ErrorModel, shape: tuple[int, ...], value_range: tuple[float, float],
-              rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
+              rng: np.random.Generator, out_of_range: str = "bounded"
+              ) -> tuple[str, np.ndarray, np.ndarray]:
     """One site: (spatial class, distinct flat positions, values)."""
     low, high = value_range
-    return _plan(model).draw(rng, map_shape(shape), low, high)
+    return _plan(model).draw(rng, map_shape(shape), low, high, check_out_of_range(out_of_range))
 
 
 def target_seed(seed: int, target: str) -> list[int]:
@@ -351,12 +390,15 @@ def _site_rngs(seed: int, target: str, first: int, count: int):
 
 
 def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
-                   value_range: tuple[float, float], count: int, seed: int, first: int = 0
-                   ) -> SiteSet:
+                   value_range: tuple[float, float], count: int, seed: int, first: int = 0,
+                   out_of_range: str = "bounded") -> SiteSet:
     """Draw `count` sites for `target` (a node whose sample output shape is `shape`).
 
     Site i depends only on (seed, target, i), so sites `first .. first+count-1` can be drawn
-    in pieces (the campaign draws each batch's sites while the previous batch runs)."""
+    in pieces (the campaign draws each batch's sites while the previous batch runs).
+    `out_of_range` ("bounded" or "bit_pattern", see OUT_OF_RANGE_MODES) says how values of the
+    out-of-range class are drawn."""
+    check_out_of_range(out_of_range)
     if count < 1:
         raise UserError(f"the number of sites must be at least 1, got {count}")
     if not 0 <= int(seed) <= MAX_SEED:
@@ -365,7 +407,8 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
     if not (np.isfinite(low) and np.isfinite(high) and low <= high):
         raise UserError(f"invalid normal value range for {target}: [{low}, {high}]")
     plan, hwc = _plan(model), map_shape(shape)
-    drawn = native_sites.draw(plan, hwc, low, high, seed, target, first, count)
+    drawn = None if out_of_range != "bounded" else native_sites.draw(
+        plan, hwc, low, high, seed, target, first, count)
     if drawn is not None:  # the compiled generator, when built: the same sites, faster
         return SiteSet(target=target, error_model=model.name,
                        shape=tuple(int(d) for d in shape), value_range=(low, high),
@@ -373,7 +416,7 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
                        patterns=drawn[3])
     positions, values, lengths, patterns = [], [], [], []
     for rng in _site_rngs(seed, target, first, count):
-        pattern, pos, val = plan.draw(rng, hwc, low, high)
+        pattern, pos, val = plan.draw(rng, hwc, low, high, out_of_range)
         positions.append(pos)
         values.append(val)
         lengths.append(len(pos))

@@ -60,7 +60,7 @@ def test_pattern_geometry_on_hand_checked_cases():
     pos = generate_positions("same_row", (h, w, c), {"row_corruption_pct": [90, 100]}, rng)
     assert len({p % c for p in pos}) == 1 and len({(p // c) // w for p in pos}) == 1
     assert len(pos) >= 7
-    # rectangles: the same 2x3 rectangle in every hit channel
+    # rectangles: height/width are last - first row/column (as measured): a 3x4 rectangle
     pos = generate_positions("rectangles", (h, w, c), {"rectangle_height": 2,
                              "rectangle_width": 3, "affected_channels_pct": [90, 100]}, rng)
     per_channel = {}
@@ -69,7 +69,7 @@ def test_pattern_geometry_on_hand_checked_cases():
     assert len(per_channel) == 5 and len({frozenset(v) for v in per_channel.values()}) == 1
     cells = next(iter(per_channel.values()))
     rows, cols = {m // w for m in cells}, {m % w for m in cells}
-    assert len(cells) == 6 and len(rows) == 2 and len(cols) == 3
+    assert len(cells) == 12 and len(rows) == 3 and len(cols) == 4
     # skip 4: positions 4 apart inside a channel
     pos = generate_positions("skip_4", (h, w, c), {"skip_amount": 4, "unique_channel_indexes": 5,
                              "indexes_corruption_pct": [100, 100],
