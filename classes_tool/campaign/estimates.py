@@ -37,6 +37,7 @@ from classes_tool.campaign.intervals import (
     Interval,
     crossed_interval,
     fault_mean_interval,
+    projected_bets,
     share_interval,
     stratified_interval,
 )
@@ -267,8 +268,14 @@ def target_schedule(table: FaultTable, design: Design, sizing: AdaptiveSizing, i
     """The stages an adaptive target ran (replayed from its rows, as the campaign decided
     them) and whether it finished."""
     def look(stages: list[int]) -> tuple[float, float]:
-        row = estimate(head(table, stages[-1]), design, inputs, stages)
-        return row["margin_achieved"], row["largest_variance"]
+        part = head(table, stages[-1])
+        row = estimate(part, design, inputs, stages)
+        bets = 0.0
+        if len(stages) == 1:  # the pilot: how many bets its spread asks for
+            complete = part.evaluations == inputs
+            bets = max(projected_bets(part.counts[complete, j] / inputs, sizing.margin,
+                                      design.confidence) for j in range(len(OUTCOMES)))
+        return row["margin_achieved"], bets
 
     return schedule(sizing, leading_complete(table, inputs), look)
 

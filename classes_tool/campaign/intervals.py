@@ -114,7 +114,7 @@ def _bet_sizes(x: np.ndarray, alpha: float, anytime: bool,
 
 def _log_capital(x: np.ndarray, lam: np.ndarray, means: np.ndarray, population: int | None,
                  running: bool) -> np.ndarray:
-    """log of the hedged capital max(K+/2, K-/2) for each candidate mean in `means`, after all
+    """log of the hedged capital (K+ + K-) / 2 for each candidate mean in `means`, after all
     draws (or its running maximum over draws when `running`)."""
     n = len(x)
     m = means[:, None]
@@ -136,11 +136,12 @@ def _log_capital(x: np.ndarray, lam: np.ndarray, means: np.ndarray, population: 
         lam_down = np.minimum(lam[None, :], BET_CAP / np.maximum(1.0 - m_t, 1e-300))
     up = np.log1p(lam_up * d)
     down = np.log1p(-lam_down * d)
+    # the hedged capital (K+ + K-) / 2: a bet on each side with half the capital, itself a
+    # nonnegative supermartingale at the true mean
     if running:
-        up, down = np.cumsum(up, axis=1), np.cumsum(down, axis=1)
-        log_k = np.maximum(up, down).max(axis=1)
+        log_k = np.logaddexp(np.cumsum(up, axis=1), np.cumsum(down, axis=1)).max(axis=1)
     else:
-        log_k = np.maximum(up.sum(axis=1), down.sum(axis=1))
+        log_k = np.logaddexp(up.sum(axis=1), down.sum(axis=1))
     log_k = log_k + math.log(0.5)
     log_k[impossible] = np.inf
     return log_k
@@ -210,6 +211,26 @@ def betting_interval(x, confidence: float = 0.95, population: int | None = None,
     low = 0.0 if lo_i == 0 else refine(float(grid[lo_i]), float(grid[lo_i - 1]))
     high = 1.0 if hi_i == len(grid) - 1 else refine(float(grid[hi_i]), float(grid[hi_i + 1]))
     return max(0.0, low), min(1.0, high)
+
+
+def projected_bets(x, margin: float, confidence: float) -> int:
+    """About how many bets a fixed-size betting interval needs to reach half-width `margin` on
+    draws distributed like `x` (a pilot): first from the variance, sqrt(2 v log(2 / alpha) / b),
+    then corrected by the half-width the interval really has on the pilot repeated to that
+    size (skewed draws, such as rare faults that corrupt every input, need more than the
+    variance says)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if len(x) == 0:
+        return 1
+    alpha = _alpha(confidence)
+    var = (0.25 + float(np.sum((x - x.mean()) ** 2))) / (len(x) + 1)
+    first = max(2, math.ceil(2.0 * var * math.log(2.0 / alpha) / margin ** 2))
+    first = min(first, 1_000_000)
+    low, high = betting_interval(np.resize(x, first), confidence)
+    half = (high - low) / 2.0
+    if half <= 0:
+        return first
+    return max(2, math.ceil(first * (half / margin) ** 2))
 
 
 def _design(mean: float, var_of_mean: float, evaluations: int) -> tuple[float, float]:

