@@ -93,10 +93,11 @@ def schedule(sizing: AdaptiveSizing, complete: int,
 
 
 def default_pilot(population: int, margin: float, confidence: float) -> int:
-    """A pilot of a twentieth of the fixed (p = 0.5) size, at least MIN_PILOT faults: it does
-    not bet, so it is kept small; it only has to show the spread of the target's faults."""
+    """A pilot of a fortieth of the fixed (p = 0.5) size, at least MIN_PILOT faults: it does
+    not bet, so it is kept small; it only has to show the spread of the target's faults (in
+    simulated campaigns near 5%, a fortieth used the fewest faults of 1/64 to 1/10)."""
     fixed = leveugle_sample_size(population, margin, confidence, 0.5)
-    return min(population, max(MIN_PILOT, math.ceil(fixed / 20)))
+    return min(population, max(MIN_PILOT, math.ceil(fixed / 40)))
 
 
 def sizing_for(population: int, margin: float, confidence: float, pilot: int | None = None,

@@ -342,6 +342,55 @@ def wilson_effective(k: float, n: float, confidence: float) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t distribution with `df` degrees of freedom (p in (0, 1)): the CDF
+    by Simpson's rule on the density, inverted by bisection (the standard library has no t
+    distribution; exact to about 1e-9 for the levels an interval uses)."""
+    if not 0.0 < p < 1.0 or df < 1:
+        raise ValueError(f"need 0 < p < 1 and df >= 1, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    log_c = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi))
+
+    def cdf(t: float) -> float:
+        x = np.linspace(0.0, t, 4001)
+        f = np.exp(log_c - (df + 1) / 2 * np.log1p(x * x / df))
+        h = t / 4000
+        return 0.5 + h / 3 * float(f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2.0
+        if high > 1e7:
+            return math.inf
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return 0.5 * (low + high)
+
+
+def t_interval(values, confidence: float = 0.95) -> Interval:
+    """Student's t interval for the mean of a few independent replicates (the seeds of a
+    quantized-fault sweep: each seed's accuracy averages the effect of many independent
+    activation faults over the whole test set, so it is close to normal); (nan, nan) with one
+    replicate, where nothing is known of the spread."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = len(v)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0.0)
+    mean = float(v.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, math.nan, 1.0)
+    half = t_quantile(1.0 - (1.0 - _check_level(confidence)) / 2.0, n - 1) * float(
+        v.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, math.nan, float(n))
+
+
+def _check_level(confidence: float) -> float:
+    z_value(confidence)
+    return float(confidence)
+
+
 def per_evaluation_wilson(k: int, evaluations: int, confidence: float = 0.95) -> Interval:
     """The interval the tool used to print: Wilson over all (fault, input) rows as if they were
     independent trials. Kept only to show, in the tests, that it does not cover."""

@@ -92,14 +92,25 @@ def sweep_probability(model: keras.Model, x: np.ndarray, y: np.ndarray,
     return rows, stats
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per probability: mean, standard deviation (ddof=0), min and max accuracy over seeds."""
+#: Confidence of the interval of the mean accuracy over seeds.
+SWEEP_CONFIDENCE = 0.95
+
+
+def summarize(rows: list[dict], confidence: float = SWEEP_CONFIDENCE) -> list[dict]:
+    """Per probability: mean, standard deviation (ddof=0), min and max accuracy over seeds, and
+    the Student t interval of the mean accuracy over seeds (the seed is the sampling unit: one
+    seed draws the faults of the whole test set, so inputs of one seed are not independent
+    trials); the interval is empty (NaN) with one seed."""
+    from classes_tool.campaign.intervals import t_interval
+
     out = []
     for p in sorted({r["probability"] for r in rows}):
         accs = np.array([r["accuracy"] for r in rows if r["probability"] == p])
+        iv = t_interval(accs, confidence)
         out.append({"probability": p, "seeds": len(accs), "mean_accuracy": float(accs.mean()),
                     "std_accuracy": float(accs.std()), "min_accuracy": float(accs.min()),
-                    "max_accuracy": float(accs.max())})
+                    "max_accuracy": float(accs.max()), "ci_low": iv.low, "ci_high": iv.high,
+                    "confidence": confidence})
     return out
 
 
@@ -112,7 +123,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def plot_sweep(summary: list[dict], rows: list[dict], path: str | Path, title: str = "") -> Path:
-    """Mean accuracy ± one standard deviation over seeds, with each seed as a dot."""
+    """Mean accuracy with its interval over seeds (none with one seed), each seed as a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,9 +132,12 @@ def plot_sweep(summary: list[dict], rows: list[dict], path: str | Path, title: s
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter([r["probability"] for r in rows], [r["accuracy"] for r in rows], s=10,
                alpha=0.4, color="gray", label="one seed")
-    ax.errorbar([s["probability"] for s in summary], [s["mean_accuracy"] for s in summary],
-                yerr=[s["std_accuracy"] for s in summary], marker="o", capsize=4,
-                label="mean ± std")
+    means = np.array([s["mean_accuracy"] for s in summary])
+    low = np.nan_to_num(means - np.array([s["ci_low"] for s in summary]))
+    high = np.nan_to_num(np.array([s["ci_high"] for s in summary]) - means)
+    level = summary[0]["confidence"] if summary else SWEEP_CONFIDENCE
+    ax.errorbar([s["probability"] for s in summary], means, yerr=[low, high], marker="o",
+                capsize=4, label=f"mean, {100 * level:g}% interval over seeds")
     ax.set_xlabel("fault probability (% of activations)")
     ax.set_ylabel("top-1 accuracy")
     ax.set_ylim(0, 1.02)
@@ -252,7 +266,10 @@ def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilit
     paths = write_sweep(rows, stats, out_dir, title)
     if not quiet:  # the written files are the caller's to list (the CLI prints each once)
         for s in summarize(rows):
+            interval = ("no interval from one seed" if np.isnan(s["ci_low"]) else
+                        f"{100 * s['confidence']:g}% interval over seeds [{s['ci_low']:.4f}, "
+                        f"{s['ci_high']:.4f}]")
             print(f"p={s['probability']:g}%  accuracy {s['mean_accuracy']:.4f} "
-                  f"± {s['std_accuracy']:.4f}  (min {s['min_accuracy']:.4f}, "
+                  f"({interval}; std {s['std_accuracy']:.4f}, min {s['min_accuracy']:.4f}, "
                   f"max {s['max_accuracy']:.4f}, {s['seeds']} seeds)")
     return paths

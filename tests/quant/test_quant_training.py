@@ -101,3 +101,8 @@ def test_summarize_by_hand():
     s = summarize(rows)
     assert [r["probability"] for r in s] == [0.0, 1.0]
     assert s[1]["mean_accuracy"] == pytest.approx(0.6) and s[1]["std_accuracy"] == pytest.approx(0.1)
+    # t interval over 2 seeds: 0.6 +- t(0.975, 1) * sd / sqrt(2), t(0.975, 1) = 12.706
+    half = 12.7062047362 * np.std([0.5, 0.7], ddof=1) / np.sqrt(2)
+    assert s[1]["ci_low"] == pytest.approx(0.6 - half, rel=1e-6)
+    assert s[1]["ci_high"] == pytest.approx(0.6 + half, rel=1e-6)
+    assert np.isnan(s[0]["ci_low"]) and s[0]["seeds"] == 1
