@@ -20,11 +20,17 @@ import re
 import sys
 import threading
 
-#: The lines TensorFlow prints while it loads, whatever the log level (matched whole).
+#: The lines TensorFlow prints while it loads, whatever the log level (matched whole). The
+#: CUDA ones come from the `tensorflow` package (the build that uses a GPU when there is one) on
+#: a machine without a GPU driver: they say only that the CPU will be used.
 STARTUP_NOISE = (
     re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are "
                r"written to STDERR"),
     re.compile(r"I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. .*"),
+    re.compile(r"I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on "
+               r"your machine, GPU will not be used\."),
+    re.compile(r"E\d{4} [\d:.]+ +\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call "
+               r"to cuInit: .*"),
 )
 
 
@@ -61,7 +67,9 @@ def import_tensorflow(module: str = "tensorflow") -> None:
     os.dup2(write_end, 2)
     os.close(write_end)
     try:
-        importlib.import_module(module)
+        tf = importlib.import_module(module)
+        if module == "tensorflow":  # the devices are looked for once, here, not mid-command
+            tf.config.list_physical_devices()
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last write end: the filter drains it and exits

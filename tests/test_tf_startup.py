@@ -17,9 +17,17 @@ NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are w
          "variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
 
 
+CUDA_NOISE = ("I0000 00:00:1796508112.790970   24996 cudart_stub.cc:31] Could not find cuda "
+              "drivers on your machine, GPU will not be used.\n"
+              "E0000 00:00:1796508147.933718   25089 cuda_platform.cc:52] failed call to cuInit: "
+              "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n")
+
+
 def test_only_the_known_lines_are_dropped():
     text = NOISE + "a real warning\n" + NOISE + "I0000 other.cc:1] oneDNN elsewhere\n"
     assert without_startup_noise(text) == "a real warning\nI0000 other.cc:1] oneDNN elsewhere\n"
+    # the GPU-capable build on a machine without a GPU driver: it says the CPU will be used
+    assert without_startup_noise(CUDA_NOISE + "a real error\n") == "a real error\n"
 
 
 LOADER = ("import importlib.util, sys\n"

@@ -24,6 +24,7 @@ no outcome.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -217,7 +218,7 @@ class Campaign:
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Run (or continue) the campaign; returns counts of outcomes per target."""
         self._prepare()
-        if self.db_path.exists() and not resume:
+        if self.db_path.is_file() and self.db_path.stat().st_size and not resume:
             raise UserError(f"{self.db_path} already exists: continue it with --resume, or "
                             "choose another output folder (--out)")
         if resume and not self.db_path.exists() and not self.quiet:  # a mistyped --out?
@@ -233,18 +234,22 @@ class Campaign:
         total = sum(p.adaptive.pilot if p.adaptive else p.faults
                     for p in self.plans) * self.n_inputs
         new_folder = not self.db_path.parent.exists()
-        new_db = not self.db_path.exists()
         try:
-            return self._run_stored(total, ranges)
+            return self._run_stored(total, ranges, resume)
         except BaseException:
-            if new_db:  # a run that stored nothing leaves nothing that blocks the next one
-                discard_if_empty(self.db_path, remove_folder=new_folder)
+            # a run that stored nothing leaves nothing that blocks the next one: the store
+            # deleted the database it created (under its lock, never another run's); the
+            # folder goes too when this run made it and nothing else is in it
+            if new_folder:
+                with contextlib.suppress(OSError):
+                    self.db_path.parent.rmdir()
             raise
 
-    def _run_stored(self, total: int, ranges: dict) -> dict[str, Any]:
+    def _run_stored(self, total: int, ranges: dict, resume: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
 
-        with ResultStore(self.db_path, meta=self.meta()) as store:
+        with ResultStore(self.db_path, meta=self.meta(), new=not resume,
+                         discard_empty=True) as store:
             done = store.done_array()
             if self.labels is not None:  # stored once per input, not with every row
                 try:
@@ -418,6 +423,13 @@ class Campaign:
             var.assign(np.concatenate([terms[key]] * per_batch) if mode == "aligned"
                        else terms[key])
         return step, terms
+
+    def estimates(self) -> list[dict[str, Any]]:
+        """Per-target rates with their intervals over faults, design effect, effective n,
+        per-fault rates and margin achieved: the rows of the report's by_target table."""
+        from classes_tool.campaign.report import target_estimates
+
+        return target_estimates(self.db_path)[0]
 
     def export_csv(self, path: str | Path) -> Path:
         """Write every stored row to a CSV file (atomically)."""

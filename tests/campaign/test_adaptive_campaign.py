@@ -44,6 +44,7 @@ def test_adaptive_campaign_reaches_the_margin_in_stages(tmp_path):
     campaign.run()
     rows, design = target_estimates(campaign.db_path)
     assert design.anytime and design.confidence == 0.9
+    assert [r["group"] for r in campaign.estimates()] == [r["group"] for r in rows]
     for row in rows:
         assert row["finished"] and row["stages"][0] == 12 and len(row["stages"]) >= 2
         assert row["faults"] == row["stages"][-1] == campaign.faults_run[row["group"]]
