@@ -3,14 +3,18 @@ one array per model input named after the input."""
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
 import numpy as np
 
 from classes_tool.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_DATA = REPO_ROOT / "models" / "digits_test.npz"
+#: What the tool reads at run time ships inside the package (error models, the example model
+#: and data), found through importlib.resources, so an installed wheel has it too.
+PACKAGE_DATA = Path(str(importlib.resources.files("classes_tool") / "package_data"))
+EXAMPLE_DATA = PACKAGE_DATA / "digits_test.npz"
+EXAMPLE_MODEL = PACKAGE_DATA / "digits_cnn.h5"
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

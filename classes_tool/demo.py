@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classes_tool.data import EXAMPLE_DATA, REPO_ROOT, load_npz
-
-EXAMPLE_MODEL = REPO_ROOT / "models" / "digits_cnn.h5"
+from classes_tool.data import EXAMPLE_DATA, EXAMPLE_MODEL, load_npz
 
 
 def run_demo(quiet: bool = False, sites: int = 500, seed: int = 7) -> dict[str, float]:

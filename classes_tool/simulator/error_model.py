@@ -8,6 +8,7 @@ An error model says, for one operator kind, how often each spatial class of corr
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 from classes_tool.errors import UserError
 
-ERROR_MODELS_DIR = Path(__file__).resolve().parents[2] / "error_models"
+#: The shipped CLASSES error models: package data (see classes_tool.data.PACKAGE_DATA).
+ERROR_MODELS_DIR = Path(str(importlib.resources.files("classes_tool")
+                            / "package_data" / "error_models"))
 
 SPATIAL_CLASSES = (
     "single", "same_row", "same_column", "bullet_wake", "skip_2", "skip_4", "skip_8", "skip_16",
