@@ -14,7 +14,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from classes_tool.errors import UserError
+from classes_tool.errors import UserError, expected_failure
+from classes_tool.files import refuse_inputs_as_output
 
 EXIT_USER_ERROR = 2
 
@@ -46,9 +47,13 @@ def _quiet_tensorflow() -> None:
 def _shape(text: str) -> tuple[int, ...]:
     """'3,48,192' -> (3, 48, 192): one model input's shape without the batch axis."""
     try:
-        return tuple(int(d) for d in text.split(","))
+        shape = tuple(int(d) for d in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': use e.g. 3,224,224") from None
+    if any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': every dimension must be a "
+                                         "positive integer")
+    return shape
 
 
 def _int_within(text: str, what: str, low: int, high: int, allowed: str) -> int:
@@ -91,6 +96,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
     from classes_tool import patcher
 
+    if args.output:
+        refuse_inputs_as_output(args.output, {"model": args.model})
     description = patcher.describe(patcher.load(args.model, args.input_shape))
     if args.output:
         patcher.write_json(description, args.output)
@@ -104,6 +111,7 @@ def cmd_sites(args: argparse.Namespace) -> None:
     from classes_tool.simulator.sites import save_sites
 
     _site_defaults(args)
+    refuse_inputs_as_output(args.output, _site_inputs(args))
     loaded = patcher.load(args.model, args.input_shape)
     targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
     site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
@@ -113,6 +121,14 @@ def cmd_sites(args: argparse.Namespace) -> None:
         print(f"{s.target}: {len(s)} sites from '{s.error_model}', range "
               f"[{s.value_range[0]:.4g}, {s.value_range[1]:.4g}], shape {s.shape}")
     print(f"wrote {args.output}")
+
+
+def _site_inputs(args: argparse.Namespace) -> dict[str, object]:
+    """The files a sites or patch command reads (none of them may be its output)."""
+    error_model = args.error_model
+    return {"model": args.model, "calibration data": args.calibration,
+            "sites file": getattr(args, "sites_file", None),
+            "error model": error_model if error_model and error_model.endswith(".json") else None}
 
 
 #: Defaults of the site options, filled in after parsing so that `patch --sites-file` can tell
@@ -137,6 +153,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
             raise UserError(f"--sites-file brings its own sites; {', '.join(given)} would be "
                             "ignored: leave it out, or draw new sites without --sites-file")
     _site_defaults(args)
+    refuse_inputs_as_output(args.output, _site_inputs(args))
     result = patcher.patch(args.model, args.output, args.after, args.after_type,
                            args.error_model, args.sites, args.seed, args.sites_file,
                            args.calibration, args.range, active=not args.inactive,
@@ -228,15 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except UserError as exc:
-        print(f"classes-tool: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("classes-tool: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:  # a path the system refuses: a folder, no permission, no such dir
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"classes-tool: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+    except Exception as exc:
+        # the one place where expected failures (a user mistake, a path the system refuses, a
+        # full disk, too little memory, a file nested too deeply, a model library refusing a
+        # file) become one line and exit 2; anything else is a bug and keeps its traceback
+        message = expected_failure(exc)
+        if message is None:
+            raise
+        print(f"classes-tool: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 

@@ -97,3 +97,24 @@ def publish(files: Mapping[K, Path], out: str | os.PathLike) -> dict[K, Path]:
         moved[key] = out / path.name
         os.replace(path, moved[key])
     return moved
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same string, a relative and an absolute spelling,
+    a symbolic link and its target, or two hard links (a path that does not exist is the same
+    as another only by its resolved name)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_inputs_as_output(output: str | os.PathLike, inputs: Mapping[str, object]) -> None:
+    """A command's destination must not be one of its inputs: writing it would destroy the
+    input (`describe m.h5 -o m.h5`). `inputs`: {what: path or None}, e.g. {"model": "m.h5"}."""
+    for what, path in inputs.items():
+        if path is None or isinstance(path, bool):
+            continue
+        if same_file(output, os.fspath(path)):  # type: ignore[arg-type]
+            raise UserError(f"the output {output} is the input {what} {path}: writing it would "
+                            "destroy the input; choose another output path")

@@ -104,15 +104,69 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: Most values a config may expand to (every alias counted at each place it is used): a file
+#: of a few lines can otherwise alias its way to 9**9 values (a "billion laughs").
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node, path: Path) -> int:
+    """How many values `root` expands to once its aliases are copied in (each shared node
+    counted once, by memo; no recursion, so a deep file costs no Python stack)."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if finished:
+            visiting.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_YAML_VALUES:
+                raise UserError(f"{path} expands to more than {MAX_YAML_VALUES:,} values "
+                                f"(aliases near line {node.start_mark.line + 1}); a config is "
+                                "much smaller")
+            continue
+        if key in visiting:
+            raise UserError(f"{path}: an alias refers to the value that contains it (line "
+                            f"{node.start_mark.line + 1})")
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config as a mapping: keys unique, aliases bounded (`MAX_YAML_VALUES`), the file
+    UTF-8 text; every failure is one line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not a text config (not UTF-8 at byte {exc.start})") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _expanded_size(node, path)
+            raw = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise UserError(f"{path} is not valid YAML: {first}") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a config") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping of keys to values")
     return raw
@@ -127,6 +181,8 @@ def _number(raw: dict, key: str, kind: type, low: float | None = None,
             kind is int and not float(value).is_integer()):
         raise UserError(f"config key '{key}' must be {'an integer' if kind is int else 'a number'}"
                         f", got {value!r}")
+    if not math.isfinite(value):  # NaN passes every comparison below; inf is no count
+        raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
     value = kind(value)
     if (low is not None and value < low) or (high is not None and value > high):
         bound = (f"within [{low}, {high}]" if low is not None and high is not None else
@@ -195,6 +251,11 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
             raise UserError("config key 'input_shape' must be a list of shapes")
         if all(isinstance(d, int) for d in input_shape):
             input_shape = [input_shape]
+        for shape in input_shape:
+            if not (isinstance(shape, list) and shape and all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+                raise UserError("config key 'input_shape' must be a shape (a list of positive "
+                                f"integers, e.g. [3, 224, 224]) or a list of them, got {shape!r}")
         input_shape = [tuple(int(d) for d in s) for s in input_shape]
     sizing = raw.get("sizing", "fixed")
     if sizing not in SIZINGS:

@@ -525,6 +525,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, group_params: Sequenc
                             "give the CSV another name")
     stats_sections = [_statistics_section(name) for name in statistics]
     with ResultStore(db_path, must_exist=True) as store, store.snapshot():
+        store.check_contents()  # unknown outcomes, non-JSON meta or params: refused, not skipped
         conn = store.connection
         meta = store.meta
         design = design_from_meta(meta, confidence)

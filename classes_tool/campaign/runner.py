@@ -50,7 +50,12 @@ from classes_tool.campaign.outcomes import (
     golden_terms,
 )
 from classes_tool.campaign.stats import leveugle_sample_size
-from classes_tool.campaign.store import DATABASE_FILE_SUFFIXES, ResultStore
+from classes_tool.campaign.store import (
+    CONTENT_HASHES,
+    DATABASE_FILE_SUFFIXES,
+    ResultStore,
+    content_hashes,
+)
 from classes_tool.data import labels, load_npz
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
@@ -164,6 +169,11 @@ class Campaign:
         cfg = self.config
         self.loaded = patcher.load(cfg.model, cfg.input_shape)
         data = load_npz(cfg.data)
+        error_model = Path(cfg.error_model) if cfg.error_model.endswith(".json") else None
+        # what the stored rows were computed from: a resume must read the same bytes
+        self.file_hashes = content_hashes({"model": cfg.model, "data": cfg.data,
+                                           "calibration": cfg.calibration,
+                                           "error model": error_model})
         self.inputs = [a[: cfg.inputs] for a in patcher.data_inputs(self.loaded, data,
                                                                      str(cfg.data))]
         self.n_inputs = len(self.inputs[0])
@@ -204,7 +214,7 @@ class Campaign:
             offset += n
 
     def meta(self) -> dict[str, Any]:
-        meta = {**self.config.identity(), "kind": "layers",
+        meta = {**self.config.identity(), CONTENT_HASHES: self.file_hashes, "kind": "layers",
                 "population": {p.name: p.population for p in self.plans},
                 "faults_per_target": {p.name: p.faults for p in self.plans},
                 "n_inputs": self.n_inputs}

@@ -75,6 +75,18 @@ FROM result_rows r JOIN outcome_names o ON o.code = r.outcome
 LEFT JOIN inputs i ON i.input_index = r.input_index""",
 )
 
+#: The columns a reader or writer of an existing database relies on, per table or view.
+_REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "faults": ("fault_index", "target", "pattern", "params"),
+    "results": ("fault_index", "input_index", "outcome", "sdc5", "rel_error", "golden_top1",
+                "faulty_top1", "label"),
+    "result_rows": ("fault_index", "input_index", "outcome", "sdc5", "rel_error", "golden_top1",
+                    "faulty_top1"),
+    "outcome_names": ("code", "name"),
+    "inputs": ("input_index", "label"),
+}
+
 #: A database's own file and those SQLite keeps beside it (WAL, shared memory, rollback journal).
 DATABASE_FILE_SUFFIXES: tuple[str, ...] = ("", "-wal", "-shm", "-journal")
 
@@ -168,6 +180,44 @@ def _outcome_indices(outcome: np.ndarray) -> np.ndarray:
     return _SORTED_OUTCOME_INDEX[np.searchsorted(_SORTED_OUTCOMES, names)]
 
 
+#: Meta key of the content hashes of the files a campaign reads ({role: {"path", "sha256"}}):
+#: a resume against a changed model or data file would mix the rows of two campaigns.
+CONTENT_HASHES = "file_sha256"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content (read in 1 MiB blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hashes(files: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """{role: {"path": path, "sha256": hash}} of the files given ({role: path or None};
+    None and paths that are not files are left out)."""
+    return {role: {"path": str(path), "sha256": file_sha256(path)}
+            for role, path in files.items() if path is not None and Path(path).is_file()}
+
+
+def _check_hashes(db: Path, stored: Any, given: dict[str, Any]) -> None:
+    """A resume reads the files the stored rows were computed from, byte for byte."""
+    if not isinstance(stored, dict):
+        return
+    for role in sorted(set(stored) | set(given)):
+        old, new = stored.get(role), given.get(role)
+        old_hash = old.get("sha256") if isinstance(old, dict) else None
+        new_hash = new.get("sha256") if isinstance(new, dict) else None
+        if old_hash != new_hash:
+            path = (new or old or {}).get("path", role)
+            raise UserError(f"the {role} file {path} changed since {db} stored its results "
+                            "(its content hash differs): resuming would mix rows of two "
+                            "campaigns; use a new output folder")
+
+
 class _Probed(Exception):
     """Rolls back the write that `ResultStore._claim` makes to see that it can write."""
 
@@ -182,35 +232,102 @@ class ResultStore:
     """
 
     def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None, *,
-                 must_exist: bool = False):
+                 must_exist: bool = False, new: bool = False, discard_empty: bool = False):
+        """`new`: the database must not hold a campaign yet (checked under the writer's lock,
+        so two runs started together cannot both take it as new). `discard_empty`: a database
+        this store created is deleted again when the store closes on an error without a
+        stored result row (while the lock is still held: never another process's file)."""
         self.path = Path(path)
         if self.path.is_dir():
             raise UserError(f"{self.path} is a folder, not a result database")
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        if must_exist and not existed:
+        if must_exist and not (self.path.is_file() and self.path.stat().st_size > 0):
             raise UserError(f"result database not found: {self.path}")
-        if not existed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         # a reader (must_exist, no meta) opens the file read-only and changes nothing in it
         self._reading = must_exist and meta is None
         self._conn: Any = None
         self._lock: Any = None
+        self._flat = False
         self._insert_statements: dict[int, str] = {}
+        #: this store made the database (it was absent or empty when the lock was taken)
+        self.created = False
+        self._discard_empty = discard_empty
         try:
+            if not self._reading:
+                # the lock first: whether the database is new is decided only by its holder
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._take_lock()
+            existed = self.path.is_file() and self.path.stat().st_size > 0
+            if new and existed:
+                raise UserError(f"{self.path} already exists: continue it with --resume, or "
+                                "choose another output folder (--out)")
+            self.created = not existed and not self._reading
             self._conn = self._connect()
             variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_statement = max(1, min(512, variables // len(_RESULT_INSERT_COLUMNS)))
             self._setup(existed)
             if not self._reading:
-                self._claim()
+                self._probe_writable()
             if meta:
                 self._merge_meta(dict(meta))
+        except sqlite3.OperationalError as exc:
+            self._abandon(failed=True)
+            if "full" in str(exc) or "I/O" in str(exc):
+                raise  # the disk, not the file: the caller's error map says so
+            raise UserError(f"{self.path} is not a readable result database ({exc})") from None
         except sqlite3.DatabaseError as exc:
-            self.close()
+            self._abandon(failed=True)
             raise UserError(f"{self.path} is not a readable result database ({exc})") from None
         except BaseException:
-            self.close()
+            self._abandon(failed=True)
             raise
+
+    def _take_lock(self) -> None:
+        """Become the only writer of the file (creating it empty if absent): two campaigns
+        adding to one database would each count the other's rows as their own."""
+        try:
+            import fcntl
+        except ImportError:  # not Unix: no lock, as SQLite's own locking allows
+            return
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        self._lock = os.fdopen(fd, "rb")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{self.path} is being written by another campaign: wait for it to "
+                            "finish, or choose another output folder") from None
+
+    def _probe_writable(self) -> None:
+        """A writer makes sure that it can write the file: SQLite opens a file it may not write
+        read-only, so a row is written and rolled back."""
+        try:
+            with self._transaction():
+                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('', 'null')")
+                raise _Probed
+        except _Probed:
+            pass
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise
+            raise UserError(f"{self.path} cannot be written ({exc}); a finished campaign's "
+                            "results can still be reported") from None
+
+    def _abandon(self, failed: bool) -> None:
+        """Close; a database this store created and that holds no result row is deleted first
+        when `failed` and the store was asked to (`discard_empty`), so that a failed start does
+        not make the next run ask for --resume. The lock is released last."""
+        if failed and self._discard_empty and self.created and self._lock is not None:
+            try:
+                empty = self._conn is None or self._conn.execute(
+                    f"SELECT COUNT(*) FROM {self._rows}").fetchone()[0] == 0
+            except sqlite3.Error:
+                empty = True  # the tables were never made
+            if empty:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                for suffix in DATABASE_FILE_SUFFIXES:
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.close()
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: a campaign hands its writes to one writer thread (one at a
@@ -227,29 +344,6 @@ class ResultStore:
             return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
                                    check_same_thread=False)
 
-    def _claim(self) -> None:
-        """A writer makes sure that it can write the file and that it is the only writer: two
-        campaigns adding to one database would each count the other's rows as their own."""
-        try:  # a row written and rolled back: SQLite opens a file it may not write read-only
-            with self._transaction():
-                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('', 'null')")
-                raise _Probed
-        except _Probed:
-            pass
-        except sqlite3.OperationalError as exc:
-            raise UserError(f"{self.path} cannot be written ({exc}); a finished campaign's "
-                            "results can still be reported") from None
-        try:
-            import fcntl
-        except ImportError:  # not Unix: no lock, as SQLite's own locking allows
-            return
-        self._lock = open(self.path, "rb")  # noqa: SIM115 (held until close)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UserError(f"{self.path} is being written by another campaign: wait for it to "
-                            "finish, or choose another output folder") from None
-
     def _setup(self, existed: bool) -> None:
         c = self._conn
         kinds: dict[str, str] = {}
@@ -259,6 +353,7 @@ class ResultStore:
             if not {"meta", "faults", "results"} <= set(kinds):
                 raise UserError(f"{self.path} is an SQLite file but not a campaign result database "
                                 f"(tables: {', '.join(sorted(kinds)) or 'none'})")
+            self._check_columns(kinds)
         if not self._reading:
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
@@ -273,6 +368,39 @@ class ResultStore:
             with self._transaction():
                 self._create_tables()
         self._read_codes_and_labels()
+
+    def _check_columns(self, kinds: dict[str, str]) -> None:
+        """Tables of the right names must also have the columns this store reads."""
+        for table, columns in _REQUIRED_COLUMNS.items():
+            if table not in kinds:
+                continue
+            have = {row[1] for row in self._conn.execute(f'PRAGMA table_info("{table}")')}
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise UserError(f"{self.path} is not a campaign result database: its table "
+                                f"'{table}' lacks the column(s) {', '.join(missing)}")
+
+    def check_contents(self) -> None:
+        """What a reader relies on, checked before it reads: every meta value and every fault's
+        params are JSON (params an object), and every result row has a known outcome (the
+        `results` view would silently leave a row with an unknown code out of every count)."""
+        self.meta  # noqa: B018  (decodes every value, or says which is not JSON)
+        conn = self._conn
+        bad = conn.execute("SELECT fault_index FROM faults WHERE json_valid(params) = 0 OR "
+                           "json_type(params) != 'object' LIMIT 1").fetchone()
+        if bad:
+            raise UserError(f"{self.path}: the params of fault {bad[0]} are not a JSON object; "
+                            "the database is damaged or was not written by classes-tool")
+        marks = ", ".join("?" * len(OUTCOMES))
+        query = (f"SELECT COUNT(*), MIN(outcome) FROM results WHERE outcome IS NULL OR outcome "
+                 f"NOT IN ({marks})" if self._flat else
+                 "SELECT COUNT(*), MIN(r.outcome) FROM result_rows r LEFT JOIN outcome_names o "
+                 f"ON o.code = r.outcome WHERE o.name IS NULL OR o.name NOT IN ({marks})")
+        n, example = conn.execute(query, OUTCOMES).fetchone()
+        if n:
+            raise UserError(f"{self.path}: {n} stored result row(s) have an unknown outcome "
+                            f"({example!r}; known: {', '.join(OUTCOMES)}): the database is "
+                            "damaged or was written by another version of classes-tool")
 
     def _create_tables(self) -> None:
         for statement in _SCHEMA:
@@ -319,6 +447,9 @@ class ResultStore:
         stored = self.meta
         given = {k: json.loads(to_json(v)) for k, v in meta.items()}
         if stored:
+            hashes = given.pop(CONTENT_HASHES, None)
+            if CONTENT_HASHES in stored and hashes is not None:  # older stores have none
+                _check_hashes(self.path, stored[CONTENT_HASHES], hashes)
             for key in sorted(given):
                 if key not in stored or stored[key] != given[key]:
                     raise UserError(f"{self.path} was created with a different config: key "
@@ -526,7 +657,14 @@ class ResultStore:
     @property
     def meta(self) -> dict[str, Any]:
         """The campaign description stored at creation (JSON values decoded)."""
-        return {k: json.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+        meta = {}
+        for key, value in self._conn.execute("SELECT key, value FROM meta"):
+            try:
+                meta[key] = json.loads(value)
+            except (TypeError, ValueError, RecursionError):
+                raise UserError(f"{self.path}: the campaign setting {key!r} is not JSON; the "
+                                "database is damaged or was not written by classes-tool") from None
+        return meta
 
     def done_pairs(self) -> set[tuple[int, int]]:
         """(fault_index, input_index) pairs already stored: what a resumed run skips."""
@@ -623,8 +761,8 @@ class ResultStore:
     def __enter__(self) -> ResultStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self._abandon(failed=exc_type is not None)
 
 
 def rows_from_classification(fault_indices: Iterable[int], input_indices: Iterable[int],

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classes_tool.data import finite_inputs, read_npz
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.quant.calibration import attach_grid, read_grid
@@ -168,11 +169,14 @@ def write_sweep(rows: list[dict], stats: dict, out_dir: str | Path, title: str =
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays `x` and `y` of a data file."""
-    try:
-        with np.load(path) as data:
-            return data["x"].astype(np.float32), data["y"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{path}: expected an .npz file with arrays x and y ({exc})") from exc
+    data = read_npz(path, "data")  # numbers only: string labels are refused here
+    missing = [k for k in ("x", "y") if k not in data]
+    if missing:
+        raise UserError(f"{path}: expected an .npz file with arrays x and y (no "
+                        f"{' or '.join(missing)})")
+    x = data["x"].astype(np.float32)
+    finite_inputs([x], f"data {path}")
+    return x, data["y"]
 
 
 def load_model(path: str | Path) -> keras.Model:

@@ -444,18 +444,82 @@ def save_sites(path: str | Path, site_sets: list[SiteSet]) -> None:
 
 
 def load_sites(path: str | Path) -> list[SiteSet]:
-    """Read a sites file written by `save_sites`."""
+    """Read a sites file written by `save_sites`, every array and meta field checked: a site
+    outside its layer's output, splits that decrease, values that are not floats or a meta
+    that does not describe the arrays is one line here, not a failure at inference."""
+    from classes_tool.data import read_npz
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sites file not found: {path}")
+    data = read_npz(path, "sites", text=("meta",))
+    bad = f"{path} is not a sites file written by classes-tool"
+    if "meta" not in data or data["meta"].ndim != 0 or data["meta"].dtype.kind != "U":
+        raise UserError(f"{bad}: no JSON 'meta' text")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            return [SiteSet(target=m["target"], error_model=m["error_model"],
-                            shape=tuple(m["shape"]), value_range=tuple(m["value_range"]),
-                            seed=m["seed"], positions=data[f"t{i}_positions"],
-                            values=data[f"t{i}_values"], splits=data[f"t{i}_splits"],
-                            patterns=list(m["patterns"]))
-                    for i, m in enumerate(meta)]
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a sites file written by classes-tool: {exc}") from None
+        meta = json.loads(str(data["meta"]))
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{bad}: its meta is not JSON ({exc})") from None
+    if not isinstance(meta, list) or not all(isinstance(m, dict) for m in meta):
+        raise UserError(f"{bad}: its meta is not a list of target descriptions")
+    expected = {f"t{i}_{part}" for i in range(len(meta))
+                for part in ("positions", "values", "splits")} | {"meta"}
+    if set(data) != expected:
+        extra, missing = sorted(set(data) - expected), sorted(expected - set(data))
+        raise UserError(f"{bad}: arrays {'missing ' + ', '.join(missing) if missing else ''}"
+                        f"{'; ' if extra and missing else ''}"
+                        f"{'unexpected ' + ', '.join(extra) if extra else ''}")
+    return [_checked_site_set(m, i, data, bad) for i, m in enumerate(meta)]
+
+
+def _checked_site_set(m: dict[str, Any], i: int, data: dict[str, np.ndarray], bad: str
+                      ) -> SiteSet:
+    """The site set `i` of a sites file, after checking its meta against its arrays."""
+    where = f"{bad}: target {i}"
+    fields = {"target": str, "error_model": str, "shape": list, "value_range": list,
+              "seed": int, "patterns": list}
+    for key, kind in fields.items():
+        if not isinstance(m.get(key), kind) or isinstance(m.get(key), bool):
+            raise UserError(f"{where}: meta '{key}' must be a {kind.__name__}, got "
+                            f"{m.get(key)!r}")
+    shape = m["shape"]
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                            for d in shape):
+        raise UserError(f"{where}: meta 'shape' must list positive integers, got {shape!r}")
+    low_high = m["value_range"]
+    if not (len(low_high) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                       and math.isfinite(v) for v in low_high)
+            and low_high[0] <= low_high[1]):
+        raise UserError(f"{where}: meta 'value_range' must be [low, high], finite, low <= "
+                        f"high, got {low_high!r}")
+    if not 0 <= m["seed"] <= MAX_SEED:
+        raise UserError(f"{where}: meta 'seed' must lie in [0, 2**63 - 1], got {m['seed']!r}")
+    positions, values, splits = (data[f"t{i}_{part}"] for part in
+                                 ("positions", "values", "splits"))
+    for name, array, kinds in (("positions", positions, "iu"), ("values", values, "f"),
+                               ("splits", splits, "iu")):
+        if array.ndim != 1 or array.dtype.kind not in kinds:
+            raise UserError(f"{where}: {name} must be a 1-D array of "
+                            f"{'integers' if kinds == 'iu' else 'floats'}, got shape "
+                            f"{array.shape} of {array.dtype}")
+    if len(values) != len(positions):
+        raise UserError(f"{where}: {len(positions)} positions but {len(values)} values")
+    size = math.prod(shape)
+    if len(splits) < 1 or splits[0] != 0 or splits[-1] != len(positions) or (
+            np.diff(splits.astype(np.int64)) < 0).any():
+        raise UserError(f"{where}: splits must rise from 0 to the number of positions "
+                        f"({len(positions)}) without decreasing")
+    if len(positions) and (positions.min() < 0 or positions.max() >= size):
+        k = int(np.argmax((positions < 0) | (positions >= size)))
+        raise UserError(f"{where} ('{m['target']}'): position {int(positions[k])} lies outside "
+                        f"its output of {size} elements (shape {tuple(shape)})")
+    patterns = m["patterns"]
+    if patterns and (len(patterns) != len(splits) - 1 or not all(isinstance(t, str)
+                                                                  for t in patterns)):
+        raise UserError(f"{where}: meta 'patterns' must name one pattern per site "
+                        f"({len(splits) - 1}), got {len(patterns)}")
+    return SiteSet(target=m["target"], error_model=m["error_model"], shape=tuple(shape),
+                   value_range=(float(low_high[0]), float(low_high[1])), seed=m["seed"],
+                   positions=positions.astype(np.int64, copy=False)
+                   if positions.dtype.kind == "u" else positions,
+                   values=values, splits=splits, patterns=list(patterns))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from classes_tool.config_checks import check_seed, is_int, positive_int, reject_unknown_keys
-from classes_tool.data import labels
+from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.snn import plots
@@ -159,12 +159,11 @@ def _load_data(config: dict, base: Path, time_steps: int):
     if not path:
         raise UserError("SNN config needs 'data' (an .npz with x and y)")
     p = Path(path) if Path(path).is_absolute() else base / path
-    try:
-        with np.load(p, allow_pickle=False) as d:
-            x = d["x"].astype(np.float32)
-            y = d["y"] if "y" in d.files else None
-    except (OSError, KeyError, ValueError) as exc:
-        raise UserError(f"cannot read data {p}: {exc}") from None
+    d = read_npz(p, "data")
+    if "x" not in d:
+        raise UserError(f"cannot read data {p}: it has no array 'x'")
+    x, y = d["x"].astype(np.float32), d.get("y")
+    finite_inputs([x], f"data {p}")
     enc = config.get("encode")
     if enc:
         from classes_tool.snn import layers

@@ -25,6 +25,7 @@ import numpy as np
 
 from classes_tool.campaign.config import read_yaml
 from classes_tool.config_checks import check_seed, positive_int
+from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
 from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.dataflow import LINES
@@ -69,6 +70,20 @@ def load_systolic_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+#: Largest array simulated: the array enumerates every iteration of a tile (n1 n2 n3) to find
+#: its PEs, so `n1: 1000000000` would run for minutes before failing.
+MAX_ARRAY_ITERATIONS = 1 << 24
+
+
+def _check_array_size(array: dict[str, Any]) -> None:
+    extents = [array.get(k) for k in ("n1", "n2", "n3")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in extents):
+        return  # SystolicArray names the bad extent
+    if np.prod([max(n, 1) for n in extents], dtype=object) > MAX_ARRAY_ITERATIONS:
+        raise UserError(f"array n1 x n2 x n3 = {' x '.join(map(str, extents))} is too large to "
+                        f"simulate (at most {MAX_ARRAY_ITERATIONS:,} iterations per tile)")
+
+
 def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
     """Check every key of a systolic campaign config; return a normalised copy."""
     unknown = sorted(set(raw) - set(KEYS))
@@ -93,6 +108,7 @@ def validate_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str
         raise UserError(f"unknown array key(s) {', '.join(bad)}")
     cfg["array"] = {"n1": 8, "n2": 8, "n3": 8, "dataflow": "weight_stationary",
                     "in_dtype": "int8", **array}
+    _check_array_size(cfg["array"])
     SystolicArray(**cfg["array"])  # raises UserError if the array is unusable
     lines = raw.get("lines") or list(LINES)
     if not isinstance(lines, list) or not lines or any(x not in LINES for x in lines):
@@ -219,18 +235,15 @@ def _load_npz(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{what} file not found: {p}")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {what} file {p}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UserError(f"{what} file {p} is a single array, not an .npz with an array 'x'")
-    with data:
-        if "x" not in data:
-            raise UserError(f"{p} has no array 'x'")
-        x, y = data["x"].astype(np.float32), (data["y"] if "y" in data else None)
+    data = read_npz(p, what)  # numbers only: string labels are refused before any store
+    if "x" not in data:
+        raise UserError(f"{p} has no array 'x'")
+    x, y = data["x"].astype(np.float32), data.get("y")
+    finite_inputs([x], f"{what} file {p}")
     if y is not None and len(y) != len(x):
         raise UserError(f"{what} file {p}: {len(x)} inputs in x but {len(y)} labels in y")
+    if y is not None:  # one integer class per sample (one-hot rows: their argmax)
+        y = labels({"y": y}, len(x), f"{what} file {p}")
     return x, y
 
 
