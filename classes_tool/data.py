@@ -3,6 +3,7 @@ one array per model input named after the input."""
 
 from __future__ import annotations
 
+import importlib.resources
 import zipfile
 import zlib
 from pathlib import Path
@@ -11,8 +12,11 @@ import numpy as np
 
 from classes_tool.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_DATA = REPO_ROOT / "models" / "digits_test.npz"
+#: What the tool reads at run time ships inside the package (error models, the example model
+#: and data), found through importlib.resources, so an installed wheel has it too.
+PACKAGE_DATA = Path(str(importlib.resources.files("classes_tool") / "package_data"))
+EXAMPLE_DATA = PACKAGE_DATA / "digits_test.npz"
+EXAMPLE_MODEL = PACKAGE_DATA / "digits_cnn.h5"
 
 
 #: The dtype kinds an array of numbers may have: bool, signed and unsigned integers, floats.
