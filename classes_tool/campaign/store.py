@@ -471,8 +471,9 @@ class ResultStore:
             def __exit__(self_inner, exc_type, exc, tb):
                 if exc_type is None:
                     conn.execute("COMMIT")
-                else:
-                    conn.execute("ROLLBACK")
+                elif conn.in_transaction:  # SQLite itself rolls back on a full disk
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one
+                        conn.execute("ROLLBACK")
                 return False
 
         return _Tx()
