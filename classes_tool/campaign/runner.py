@@ -462,8 +462,9 @@ class _TargetRun:
     """The faults of one target, run in ranges of fault indices [first, last): the traced step
     is built once, on the first range that has work, and serves every later one."""
 
-    def __init__(self, campaign: Campaign, plan: TargetPlan, value_range, store: ResultStore,
-                 done: np.ndarray, bar, counts: dict[str, int], tally: np.ndarray):
+    def __init__(self, campaign: Campaign, plan: TargetPlan, value_range,
+                 store: ResultStore | None = None, done: np.ndarray | None = None, bar=None,
+                 counts: dict[str, int] | None = None, tally: np.ndarray | None = None):
         self.campaign, self.plan, self.value_range = campaign, plan, value_range
         self.store, self.done, self.bar, self.counts, self.tally = (store, done, bar, counts,
                                                                     tally)
@@ -494,99 +495,122 @@ class _TargetRun:
             self.golden_at_top = terms["at_top"]
         self._built = True
 
-    def run(self, first: int, last: int) -> None:
-        """Evaluate faults first..last-1 (local indices) on every input, skipping pairs a
-        previous run stored; batches are cut at fixed positions from `first`."""
+    def stored_mask(self, last: int) -> np.ndarray:
+        """Which pairs q < last * m (q = local fault * m + input) a previous run stored."""
+        plan, m, done = self.plan, self.campaign.n_inputs, self.done
+        stored = np.zeros(last * m, bool)
+        if done is not None and len(done):
+            mine = done[(done[:, 0] >= plan.offset) & (done[:, 0] < plan.offset + last)]
+            stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
+        return stored
+
+    def units(self, first: int, last: int, stored: np.ndarray) -> list[tuple[int, int]]:
+        """The work units of faults first..last-1: pair ranges [start, stop) cut at fixed
+        positions from `first` (so a unit's rows do not depend on how units are scheduled),
+        leaving out the units a previous run stored whole."""
+        m, size, pairs = self.campaign.n_inputs, self.size, last * self.campaign.n_inputs
+        return [(s, min(s + size, pairs)) for s in range(first * m, pairs, size)
+                if not stored[s:s + size].all()]
+
+    def prepare(self, unit: tuple[int, int]):
+        """Everything unit [start, stop) needs besides the network: its pairs, the sites of
+        the faults it touches (site j = local fault f0 + j) as graph arguments, and the fault
+        rows to store (in a background thread when run locally)."""
         import tensorflow as tf
 
         from classes_tool.simulator.sites import generate_sites
 
-        campaign, plan = self.campaign, self.plan
-        cfg, m = campaign.config, campaign.n_inputs
-        store, bar, counts, tally = self.store, self.bar, self.counts, self.tally
+        self._build()
+        campaign, plan, cfg, m = self.campaign, self.plan, self.campaign.config, \
+            self.campaign.n_inputs
         mode, per_batch, size, flat_size = self.mode, self.per_batch, self.size, self.flat_size
-        value_range = self.value_range
-        pairs = last * m
-        # pair q = (local fault q // m, input q % m); which of them a previous run stored
-        stored = np.zeros(pairs, bool)
-        done = self.done
-        mine = done[(done[:, 0] >= plan.offset) & (done[:, 0] < plan.offset + last)]
-        stored[(mine[:, 0] - plan.offset) * m + mine[:, 1]] = True
-        todo = [s for s in range(first * m, pairs, size) if not stored[s:s + size].all()]
+        start, stop = unit
+        q = np.arange(start, stop)
+        local, inputs = q // m, q % m
+        f0, f1 = int(local[0]), int(local[-1]) + 1
+        sites = generate_sites(plan.error_model, plan.name, campaign.loaded.shapes[plan.name],
+                               self.value_range, f1 - f0, cfg.seed, first=f0)
+        faults = [{"fault_index": plan.offset + f, "target": plan.name,
+                   "pattern": sites.patterns[f - f0],
+                   "params": {"site": f, "error_model": sites.error_model,
+                              "positions": int(sites.splits[f - f0 + 1]
+                                               - sites.splits[f - f0])}}
+                  for f in range(f0, f1)]
+        args: list = []
+        if self.step is None:
+            pass
+        elif mode == "aligned":  # one (mask, value) row per fault, empty rows pad
+            mask, value = dense_site_rows(sites, flat_size, rows=per_batch)
+            args = [tf.constant(mask), tf.constant(value)]
+        else:
+            pad = size - len(q)
+            site_args = (dense_site_rows(sites, flat_size) if mode == "dense" else
+                         (sites.positions, sites.values, sites.splits))
+            args = [tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]), tf.int32),
+                    tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
+                                tf.int32), *map(tf.constant, site_args)]
+        return q, local, inputs, faults, args
+
+    def evaluate(self, item):
+        """Run the step on one prepared unit and classify its rows: (pairs, local faults,
+        inputs, fault rows, outcome columns)."""
+        q, local, inputs, faults, args = item
+        n = len(q)
+        golden_top1 = self.golden_top1
+        if self.step is None:
+            classified = {"outcome": np.zeros(n, np.int32), "sdc5": np.zeros(n, bool),
+                          "rel_error": np.zeros(n), "faulty_top1": golden_top1[inputs],
+                          "golden_top1": golden_top1[inputs]}
+        else:
+            parts = {k: v.numpy()[:n] for k, v in self.step(*args)[0].items()}
+            classified = finish_classification(**parts, golden_top1=golden_top1[inputs],
+                                               golden_at_top=self.golden_at_top[inputs])
+        return q, local, inputs, faults, classified
+
+    def compute(self, unit: tuple[int, int]):
+        """`evaluate(prepare(unit))`: what a remote worker runs for one unit."""
+        return self.evaluate(self.prepare(unit))
+
+    def record(self, result, stored: np.ndarray) -> None:
+        """Count a unit's rows for the summary and the progress bar (rows a previous run
+        stored are not counted again)."""
+        q, _, _, _, classified = result
+        m, bar, counts = self.campaign.n_inputs, self.bar, self.counts
+        n = len(q)
+        counts["all"] += n
+        counts["critical_sdc"] += int(
+            (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
+        new = ~stored[q]
+        self.tally += np.bincount(classified["outcome"][new], minlength=len(OUTCOMES))
+        bar.update(int(new.sum()))
+        # every fault meets all m inputs: whole faults done = evaluations done // m
+        bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
+                            f"{counts['critical_sdc'] / max(counts['all'], 1):.1%}, "
+                            f"at {self.plan.name}", refresh=False)
+
+    def run(self, first: int, last: int) -> None:
+        """Evaluate faults first..last-1 (local indices) on every input, skipping pairs a
+        previous run stored; units are cut at fixed positions from `first`."""
+        stored = self.stored_mask(last)
+        todo = self.units(first, last, stored)
         if not todo:
             return
         self._build()
-        step, golden_top1, golden_at_top = self.step, self.golden_top1, self.golden_at_top
-
-        def prepare(start: int):
-            """Everything batch `start` needs besides the network, built in the background
-            thread: its pairs, the sites of the faults it touches (site j = local fault f0 + j)
-            as graph arguments, and the fault rows to store."""
-            q = np.arange(start, min(start + size, pairs))
-            local, inputs = q // m, q % m
-            f0, f1 = int(local[0]), int(local[-1]) + 1
-            sites = generate_sites(plan.error_model, plan.name, campaign.loaded.shapes[plan.name],
-                                   value_range, f1 - f0, cfg.seed, first=f0)
-            faults = [{"fault_index": plan.offset + f, "target": plan.name,
-                       "pattern": sites.patterns[f - f0],
-                       "params": {"site": f, "error_model": sites.error_model,
-                                  "positions": int(sites.splits[f - f0 + 1]
-                                                   - sites.splits[f - f0])}}
-                      for f in range(f0, f1)]
-            args: list = []
-            if step is None:
-                pass
-            elif mode == "aligned":  # one (mask, value) row per fault, empty rows pad
-                mask, value = dense_site_rows(sites, flat_size, rows=per_batch)
-                args = [tf.constant(mask), tf.constant(value)]
-            else:
-                pad = size - len(q)
-                site_args = (dense_site_rows(sites, flat_size) if mode == "dense" else
-                             (sites.positions, sites.values, sites.splits))
-                args = [tf.constant(np.concatenate([inputs, np.zeros(pad, np.int64)]),
-                                    tf.int32),
-                        tf.constant(np.concatenate([local - f0, np.full(pad, -1, np.int64)]),
-                                    tf.int32), *map(tf.constant, site_args)]
-            return q, local, inputs, faults, args
-
-        def evaluate(item):
-            """Run the step on one prepared batch and classify its rows (in the compute
-            thread: see STEPS_AHEAD)."""
-            q, local, inputs, faults, args = item
-            n = len(q)
-            if step is None:
-                classified = {"outcome": np.zeros(n, np.int32), "sdc5": np.zeros(n, bool),
-                              "rel_error": np.zeros(n), "faulty_top1": golden_top1[inputs],
-                              "golden_top1": golden_top1[inputs]}
-            else:
-                parts = {k: v.numpy()[:n] for k, v in step(*args)[0].items()}
-                classified = finish_classification(**parts, golden_top1=golden_top1[inputs],
-                                                   golden_at_top=golden_at_top[inputs])
-            return q, local, inputs, faults, classified
-
+        store, plan = self.store, self.plan
         with background_thread() as writer:
             pending: deque = deque()
             try:
-                for q, local, inputs, faults, classified in prefetched(
-                        evaluate, prefetched(prepare, todo, SITE_PREFETCH), STEPS_AHEAD,
-                        low_priority=False):
-                    n = len(q)
+                for result in prefetched(self.evaluate, prefetched(self.prepare, todo,
+                                                                   SITE_PREFETCH),
+                                         STEPS_AHEAD, low_priority=False):
+                    _, local, inputs, faults, classified = result
                     # SQLite runs in the writer thread while TF computes the next batch; at
                     # most WRITES_AHEAD batches wait, each committed whole or not at all
                     if len(pending) >= WRITES_AHEAD:
                         pending.popleft().result()
                     pending.append(writer.submit(
                         store.add_arrays, faults, plan.offset + local, inputs, classified))
-                    counts["all"] += n
-                    counts["critical_sdc"] += int(
-                        (classified["outcome"] == OUTCOMES.index(CRITICAL_SDC)).sum())
-                    new = ~stored[q]
-                    tally += np.bincount(classified["outcome"][new], minlength=len(OUTCOMES))
-                    bar.update(int(new.sum()))
-                    # every fault meets all m inputs: whole faults done = evaluations done // m
-                    bar.set_postfix_str(f"faults {bar.n // m}/{bar.total // m}, SDC-1 "
-                                        f"{counts['critical_sdc'] / counts['all']:.1%}, "
-                                        f"at {plan.name}", refresh=False)
+                    self.record(result, stored)
             finally:
                 # what was computed is stored before anything else happens (Ctrl-C included)
                 for write in pending:
