@@ -62,10 +62,21 @@ def _rebase(raw: dict, base: Path, keys: tuple[str, ...]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from classes_tool.files import refuse_inputs_as_output
+    from classes_tool.quant.config import load_yaml, parse_train_run
     from classes_tool.quant.training import train_from_config
 
-    out = args.out or Path("runs") / Path(args.config).stem
-    for path in train_from_config(args.config, out, quiet=args.quiet).values():
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    config = load_yaml(args.config)
+    run = parse_train_run(config, Path(args.config).parent, args.config)
+    stem = Path(run.training.output)
+    inputs = {"model": run.model, "training data": run.train_data, "test data": run.test_data,
+              "config": args.config}
+    for name in (run.training.output, f"{stem.stem}_injected{stem.suffix}", "history.json",
+                 "fault_statistics.json", "evaluation.json"):
+        refuse_inputs_as_output(out / name, inputs)
+    for path in train_from_config(config, out, quiet=args.quiet,
+                                  base_dir=Path(args.config).parent).values():
         print(f"wrote {path}")
 
 
@@ -119,7 +130,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from classes_tool.convert import convert_onnx_with_report, parse_input_shapes
+    from classes_tool.files import refuse_inputs_as_output
 
+    refuse_inputs_as_output(args.output, {"model": args.model})
     _, report = convert_onnx_with_report(args.model, args.output,
                                          input_shapes=parse_input_shapes(args.input_shape),
                                          verify=not args.no_verify, tolerance=args.tolerance)

@@ -54,3 +54,51 @@ def element_count(shape) -> int:
             raise ValueError(f"negative dimension {d} in shape {tuple(shape)}")
         count *= d
     return count
+
+
+def check_keras_h5(path) -> None:
+    """A Keras `.h5` file's declared weight sizes (against the memory available) and its input
+    shapes (no negative dimension), read from the file before Keras allocates anything."""
+    import json
+    from pathlib import Path
+
+    import h5py
+
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        return  # not an HDF5 file: the model reader says what it is
+    with handle:
+        sizes: list[tuple[int, str]] = []
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                sizes.append((int(obj.size or 0) * obj.dtype.itemsize, f"{name} {obj.shape}"))
+
+        handle.visititems(visit)
+        if sizes:
+            largest = max(sizes)
+            check_size(f"{path} (its weights; the largest: {largest[1]})",
+                       sum(s for s, _ in sizes))
+        config = handle.attrs.get("model_config")
+    if config is None:
+        return
+    if isinstance(config, bytes):
+        config = config.decode("utf-8", "replace")
+    try:
+        config = json.loads(config)
+    except ValueError:
+        return  # the model reader names a config that is not JSON
+    stack = [config]
+    while stack:  # no recursion: a config nested 100,000 deep is the reader's to refuse
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in ("batch_shape", "batch_input_shape"):
+                shape = item.get(key)
+                if isinstance(shape, list) and any(
+                        isinstance(d, int) and not isinstance(d, bool) and d < 0 for d in shape):
+                    raise UserError(f"{path}: input shape {shape} has a negative dimension")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

@@ -20,6 +20,7 @@ from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.graph import ModelGraph, build_model, file_kind, graph_from_model, read_model
 from classes_tool.graph.model_graph import Node
 from classes_tool.graph.transform import node_from_layer, output_shapes
+from classes_tool.limits import check_keras_h5
 from classes_tool.simulator.error_model import (
     available_error_models,
     error_model_for_layer,
@@ -55,6 +56,8 @@ def load(path: str | Path, input_shapes: Sequence[tuple[int, ...]] | None = None
         graph = graph_from_model(load_onnx_as_keras(path, input_shapes=input_shapes))
         graph.source_format = "onnx"
     else:
+        if path.suffix == ".h5":  # sizes and shapes it declares, before Keras allocates
+            check_keras_h5(path)
         graph = read_model(path)
     model = build_model(graph)
     return LoadedModel(path=path, graph=graph, model=model, shapes=output_shapes(model))

@@ -290,7 +290,7 @@ class Converter:
 
         graph = self.model.graph
         for init in graph.initializer:
-            self.values[init.name] = numpy_helper.to_array(init)
+            self.values[init.name] = _initializer_array(init)
         inputs = [i for i in graph.input if i.name not in self.values]
         if input_shapes is not None and len(input_shapes) != len(inputs):
             raise UserError(f"the model has {len(inputs)} input(s) but {len(input_shapes)} "
@@ -405,7 +405,48 @@ def onnx_input_shape(value_info: onnx.ValueInfoProto,
         raise UserError(f"input {value_info.name!r} has dynamic dimensions "
                         f"{[d if d is not None else '?' for d in stored]}; give them with "
                         "--input-shape (per input, without the batch dimension)")
-    return [None, *stored[1:]]
+    shape = [None, *stored[1:]]
+    _check_input_size(value_info.name, shape)
+    return shape
+
+
+def _check_input_size(name: str, shape: list[int | None]) -> None:
+    """One float32 sample of the input must fit in memory (an input of [1, 10**12] would
+    otherwise fail deep inside the verification's allocation)."""
+    from classes_tool.limits import check_size, element_count
+
+    check_size(f"ONNX input {name!r} of shape {[d if d else '?' for d in shape]}",
+               element_count(d for d in shape[1:] if d) * 4)
+
+
+def _initializer_array(init: onnx.TensorProto) -> np.ndarray:
+    """An initializer as an array, its declared size checked against memory first and its
+    data against its shape (a 10**6 x 10**6 initializer without data is one line)."""
+    from classes_tool.limits import check_size, element_count
+
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
+        count = element_count(init.dims)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"ONNX initializer {init.name!r} has an unusable type or shape "
+                        f"({exc})") from None
+    check_size(f"ONNX initializer {init.name!r} of shape {list(init.dims)}",
+               count * dtype.itemsize)
+    try:
+        return numpy_helper.to_array(init)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"ONNX initializer {init.name!r} of shape {list(init.dims)} does not "
+                        f"hold its data ({str(exc).splitlines()[0]})") from None
+
+
+def _check_opsets(model: onnx.ModelProto, path: Path) -> None:
+    """An opset newer than the installed onnx knows cannot be converted or verified faithfully
+    (an op may have changed meaning), with or without --no-verify."""
+    newest = onnx.defs.onnx_opset_version()
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > newest:
+            raise UserError(f"{path} uses ONNX opset {entry.version}, newer than the {newest} "
+                            "this installation knows; export it with an older opset")
 
 
 def load_onnx_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -418,6 +459,7 @@ def load_onnx_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from exc
     if not model.graph.node:
         raise UserError(f"{path} is not an ONNX model with a graph")
+    _check_opsets(model, path)
     return model
 
 
