@@ -169,6 +169,10 @@ def test_resuming_with_other_labels_is_a_user_error(tmp_path):
     cfg = _config(tmp_path, data=str(tmp_path / "d.npz"), targets={"nodes": ["fc1"]}, faults=2)
     Campaign(cfg, out=tmp_path / "r", quiet=True).run()
     np.savez(tmp_path / "d.npz", x=data["x"], y=(data["y"] + 1) % 10)
+    with pytest.raises(UserError, match="data file .* changed"):  # its content hash differs
+        Campaign(cfg, out=tmp_path / "r", quiet=True).run(resume=True)
+    with sqlite3.connect(tmp_path / "r" / "results.db") as conn:  # a store without hashes
+        conn.execute("DELETE FROM meta WHERE key = 'file_sha256'")
     with pytest.raises(UserError, match="labels are not those the stored results were"):
         Campaign(cfg, out=tmp_path / "r", quiet=True).run(resume=True)
 
