@@ -12,7 +12,7 @@ export PYTHONHASHSEED ?= 0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,distributed]'
 	-$(VENV)/bin/classes-tool build-native
 	touch $(STAMP)
 

@@ -15,6 +15,10 @@ def cmd_campaign(args: argparse.Namespace) -> None:
 
     raw = read_yaml(args.config)
     target = raw.get("target", "layers")
+    distributed = args.workers is not None or args.address is not None
+    if distributed and target != "layers":
+        raise UserError(f"--workers and --address run layers campaigns on Ray; a {target} "
+                        "campaign runs in one process")
     if target == "systolic":
         from classes_tool.systolic.campaign import load_systolic_config, run_systolic_campaign
 
@@ -42,7 +46,9 @@ def cmd_campaign(args: argparse.Namespace) -> None:
     from classes_tool.campaign.report import format_summary, target_estimates
     from classes_tool.campaign.runner import Campaign
 
-    campaign = Campaign(args.config, out=args.out, seed=args.seed, quiet=args.quiet)
+    campaign = Campaign(args.config, out=args.out, seed=args.seed, quiet=args.quiet,
+                        workers=args.workers, address=args.address,
+                        threads_per_worker=args.threads_per_worker)
     try:
         campaign.run(resume=args.resume)
     except KeyboardInterrupt:
@@ -149,7 +155,23 @@ def register_campaign(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (overrides the config)")
     p.add_argument("--seed", type=seed_argument, help="seed (overrides the config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    p.add_argument("--workers", type=_positive, help="run on a local Ray runtime with this many "
+                   "workers (needs classes-tool[distributed])")
+    p.add_argument("--address", help="run on the Ray cluster at this address ('auto': the one "
+                   "started on this machine with 'ray start')")
+    p.add_argument("--threads-per-worker", type=_positive,
+                   help="TensorFlow threads of each worker (default: cores / workers)")
     p.set_defaults(func=cmd_campaign)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
 
 
 def register_report(sub: argparse._SubParsersAction) -> None:

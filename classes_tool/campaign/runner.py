@@ -151,7 +151,12 @@ class Campaign:
 
     def __init__(self, config: str | Path | dict[str, Any] | CampaignConfig,
                  out: str | Path | None = None, seed: int | None = None,
-                 quiet: bool = False, source: str | Path = "campaign.yaml"):
+                 quiet: bool = False, source: str | Path = "campaign.yaml", *,
+                 workers: int | None = None, address: str | None = None,
+                 threads_per_worker: int | None = None):
+        """`workers` / `address`: run the work units on Ray actors (a local Ray runtime with
+        that many workers, or the cluster at `address`, e.g. "auto"); the rows are the same
+        as in one process. Without them Ray is never imported."""
         if isinstance(config, CampaignConfig):
             self.config = config
         else:
@@ -161,6 +166,8 @@ class Campaign:
             self.config = parse_config(config, source, out=out, seed=seed)
         self.quiet = quiet
         self.db_path = Path(self.config.output) / RESULTS_DB
+        self.workers, self.address, self.threads_per_worker = workers, address, threads_per_worker
+        self._executor = None
 
     # -- planning -----------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -277,18 +284,23 @@ class Campaign:
             summary = store.outcome_counts() if len(done) else {}
             tallies = {plan.name: np.zeros(len(OUTCOMES), np.int64) for plan in self.plans}
             self.faults_run: dict[str, int] = {}
-            try:
+            with contextlib.ExitStack() as stack:
+                stack.callback(setattr, self, "_executor", None)  # the last thing on the way out
+                if self.workers is not None or self.address is not None:
+                    from classes_tool.distributed.ray_executor import RayExecutor
+
+                    self._executor = stack.enter_context(RayExecutor(
+                        self, ranges, self.workers, self.address, self.threads_per_worker))
+                stack.callback(bar.close)
                 for plan in self.plans:
                     if plan.adaptive is None:
                         self._run_target(plan, ranges[plan.name], store, done, bar, counts,
                                          tallies[plan.name])
                         self.faults_run[plan.name] = plan.faults
                     else:
-                        runner = _TargetRun(self, plan, ranges[plan.name], store, done, bar,
-                                            counts, tallies[plan.name])
+                        runner = self._runner(_TargetRun(self, plan, ranges[plan.name], store,
+                                                         done, bar, counts, tallies[plan.name]))
                         self.faults_run[plan.name] = self._run_adaptive(plan, runner, store, bar)
-            finally:
-                bar.close()
             for target, tally in tallies.items():
                 for outcome, k in zip(OUTCOMES, tally.tolist(), strict=True):
                     if k:
@@ -296,7 +308,7 @@ class Campaign:
                         per_target[outcome] = per_target.get(outcome, 0) + k
             return {p.name: summary[p.name] for p in self.plans if p.name in summary}
 
-    def _run_adaptive(self, plan: TargetPlan, runner: _TargetRun, store: ResultStore,
+    def _run_adaptive(self, plan: TargetPlan, runner, store: ResultStore,
                       bar) -> int:
         """Run `plan`'s faults in stages until its intervals reach the margin (see `adaptive`);
         returns the faults run. The stages are decided from the stored rows by the same
@@ -322,7 +334,12 @@ class Campaign:
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
                     bar, counts: dict[str, int], tally: np.ndarray) -> None:
         """Run every fault of a fixed-size `plan` (what a campaign without rounds does)."""
-        _TargetRun(self, plan, value_range, store, done, bar, counts, tally).run(0, plan.faults)
+        self._runner(_TargetRun(self, plan, value_range, store, done, bar, counts, tally)).run(
+            0, plan.faults)
+
+    def _runner(self, local: _TargetRun):
+        """The target's runner: itself in one process, or its units on the Ray actors."""
+        return local if self._executor is None else self._executor.target_run(local)
 
 
     def _suffix_step(self, split, mode: str, size: int, per_batch: int, flat_size: int):
