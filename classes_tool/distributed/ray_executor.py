@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -112,12 +113,13 @@ class CampaignWorker:
         """The rows of one unit of target number `target`."""
         from classes_tool.campaign.runner import _TargetRun
 
+        start = time.perf_counter()
         run = self._runs.get(target)
         if run is None:
             plan = self._campaign.plans[target]
             run = self._runs[target] = _TargetRun(self._campaign, plan, self._ranges[plan.name])
         _, local, inputs, faults, classified = run.compute(tuple(unit))
-        return local, inputs, faults, classified
+        return local, inputs, faults, classified, time.perf_counter() - start
 
 
 class RayExecutor:
@@ -139,6 +141,7 @@ class RayExecutor:
 
     def __enter__(self) -> RayExecutor:
         ray = self.ray
+        started = time.perf_counter()
         if not ray.is_initialized():
             if not self._local:
                 _check_reachable(self.address)
@@ -166,6 +169,12 @@ class RayExecutor:
         self._files_ref = ray.put(files)
         self._actor_class = ray.remote(num_cpus=0, num_gpus=self.gpu_each)(CampaignWorker)
         self.actors = [self._new_actor() for _ in range(self.workers)]
+        ray.get([actor.pid.remote() for actor in self.actors])  # every actor has its model
+        #: what the bench reads: start-up, units, the workers' compute time, and the driver's
+        #: own time per unit (collecting, committing, counting)
+        self.stats = {"startup_s": time.perf_counter() - started, "units": 0,
+                      "compute_s": 0.0, "driver_s": 0.0, "run_s": 0.0}
+        self._ready = time.perf_counter()
         return self
 
     def _new_actor(self):
@@ -173,6 +182,8 @@ class RayExecutor:
                                         self.threads)
 
     def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "_ready"):
+            self.stats["run_s"] = time.perf_counter() - self._ready
         for actor in getattr(self, "actors", []):
             try:
                 self.ray.kill(actor)
@@ -215,8 +226,9 @@ class DistributedTargetRun:
             ref = ready[0]
             actor, unit = in_flight.pop(ref)
             load[id(actor)] -= 1
+            collect = time.perf_counter()
             try:
-                local, inputs, faults, classified = ray.get(ref)
+                local, inputs, faults, classified, compute_s = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
                 losses[unit] = losses.get(unit, 0) + 1
                 if losses[unit] > MAX_UNIT_LOSSES:
@@ -235,6 +247,10 @@ class DistributedTargetRun:
                                 "kept") from None
             store.add_arrays(faults, plan.offset + np.asarray(local), inputs, classified)
             runner.record((np.arange(*unit), local, inputs, faults, classified), stored)
+            stats = executor.stats
+            stats["units"] += 1
+            stats["compute_s"] += compute_s
+            stats["driver_s"] += time.perf_counter() - collect
             submit()
 
     def _replace(self, dead, load, in_flight, queue) -> None:
