@@ -11,8 +11,8 @@ and the choice of interval for the design:
 - a group inside one target uses the betting interval over faults in draw order (with the
   finite-population correction when the target's faults were drawn without replacement);
 - a group that spans several targets is a stratified sample (each target sized on its own), so
-  its interval combines the per-target variances (Wilson on the effective size of the
-  stratified variance);
+  its interval is the size-weighted combination of the per-target intervals
+  (`intervals.stratified_interval`, conservative);
 - with `inputs: sample` in the design the inputs are a random sample too (crossed design);
 - only *complete* faults (every input evaluated) enter the rates and intervals: a campaign that
   was interrupted mid-fault reports on the faults it finished.

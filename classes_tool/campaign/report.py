@@ -373,8 +373,9 @@ def _design_section(design: Design, meta: dict[str, Any], by_target: list[dict[s
         "confidence interval by betting (Waudby-Smith and Ramdas), valid for any distribution of "
         "per-fault rates at every sample size" + (
             ", with the inputs' own variance added (crossed design)" if design.inputs ==
-            "sample" else "") + ". Groups spanning several targets combine the targets' "
-        "variances (stratified). The per-fault rate is the share of faults with the outcome on "
+            "sample" else "") + ". A group spanning several targets (each sampled and sized on its "
+        "own) takes the size-weighted ends of the targets' intervals, which is conservative. "
+        "The per-fault rate is the share of faults with the outcome on "
         "at least one input. Only faults that met every input enter the rates.", "",
         "The design effect is how many times the variance of a rate exceeds that of as many "
         "independent trials as there are evaluations; the effective n is the number of "
