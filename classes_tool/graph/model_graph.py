@@ -55,6 +55,11 @@ class Node:
     registered_name: str | None = None
     input_shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"
+    # the name in the file when it had to change ('/' that Keras 3 refuses, a clash between a
+    # nested model's layer and an outer one), so messages and lookups can use either
+    source_name: str | None = None
+    # what the file stored when this layer stands for an operation (`tf.__operators__.add`)
+    origin: str | None = None
 
     @property
     def is_input(self) -> bool:
@@ -93,7 +98,9 @@ class ModelGraph:
     """Nodes in topological order, the model's inputs/outputs, and the weights by layer name.
 
     `weights[name]` lists a layer's arrays as trainable weights then non-trainable ones (the
-    order of legacy h5 files).
+    order of legacy h5 files), keyed by the layer's name in the file. A nested model is read as
+    its layers, spliced into the outer graph; its arrays stay one list under its own name, and
+    `weight_groups[name]` lists the layers (in the nested model's order) they belong to.
     """
 
     name: str
@@ -103,6 +110,9 @@ class ModelGraph:
     weights: dict[str, list[Any]] = field(default_factory=dict)
     dialect: str = "keras3"
     source_format: str = "h5"
+    weight_groups: dict[str, list[str]] = field(default_factory=dict)
+    # nested models saved with trainable=False: their arrays are in layer order, not legacy order
+    untrainable_groups: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.nodes = _topological(self.nodes)
@@ -110,6 +120,9 @@ class ModelGraph:
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:
+                return n
+        for n in self.nodes:
+            if n.source_name == name:
                 return n
         raise UserError(f"no node named '{name}' in model '{self.name}'; nodes: "
                         f"{', '.join(n.name for n in self.nodes)}")
@@ -127,12 +140,25 @@ class ModelGraph:
         return ModelGraph(name=self.name, nodes=copy.deepcopy(self.nodes),
                           inputs=list(self.inputs), outputs=list(self.outputs),
                           weights=dict(self.weights), dialect=self.dialect,
-                          source_format=self.source_format)
+                          source_format=self.source_format,
+                          weight_groups={k: list(v) for k, v in self.weight_groups.items()},
+                          untrainable_groups=set(self.untrainable_groups))
+
+    def file_name(self, name: str) -> str:
+        """The name node `name` has in the file (for messages)."""
+        node = self.node(name)
+        return node.source_name or node.name
+
+    def weight_key(self, node: Node) -> str | None:
+        """Where `weights` holds this node's own arrays (None: inside a nested model's)."""
+        if any(node.name in leaves for leaves in self.weight_groups.values()):
+            return None
+        return node.source_name or node.name
 
     def insert_after(self, target: str, new_node: Node) -> None:
         """Put `new_node` after output 0 of `target` and rewire every consumer (and the model
         outputs) of that tensor to read from `new_node` instead."""
-        self.node(target)
+        target = self.node(target).name
         if new_node.name in self.names():
             raise UserError(f"a node named '{new_node.name}' already exists")
         old, new = TensorRef(target, 0), TensorRef(new_node.name, 0)

@@ -76,8 +76,9 @@ def _read_h5(path: Path) -> ModelGraph:
             raise UserError(f"{path}: the model config is not valid JSON: {exc}") from None
         graph = parse_model_config(config)
         group = f["model_weights"] if "model_weights" in f else f
-        graph.weights = {name: _layer_arrays(group, name) for name in graph.names()
-                         if name in group}
+        keys = [graph.weight_key(n) for n in graph.nodes] + list(graph.weight_groups)
+        graph.weights = {key: _layer_arrays(group, key) for key in keys
+                         if key is not None and key in group}
         graph.dialect = "keras2" if _decode(f.attrs.get("keras_version", "3")).startswith("2") \
             else graph.dialect
     graph.source_format = "h5"
