@@ -95,7 +95,7 @@ def select_targets(graph: ModelGraph, after: Sequence[str] = (),
         node = graph.node(name)
         if node.is_input:
             raise UserError(f"'{name}' is a model input; choose a layer")
-        chosen.add(name)
+        chosen.add(node.name)  # the file's name of a renamed node ('conv1/conv') works too
     classes = {n.class_name for n in graph.nodes}
     for class_name in after_types:
         if class_name not in classes:
