@@ -78,6 +78,9 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
             "parameters": int(sum(np.prod(w.shape) for w in layer.weights)),
             "error_model": None if node.is_input else error_model_for_layer(node.class_name,
                                                                              node.config),
+            # the file's own name of a renamed node, and the operation a layer stands for
+            **({"saved_as": node.source_name} if node.source_name else {}),
+            **({"origin": node.origin} if node.origin else {}),
         })
     return {"model": loaded.graph.name, "file": str(loaded.path),
             "format": loaded.graph.source_format, "dialect": loaded.graph.dialect,
