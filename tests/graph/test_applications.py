@@ -121,7 +121,7 @@ def test_family_describe_patch_reload(family, dialect, tmp_path, reloader):
     if dialect == "keras2":  # another Keras computed the reference (grouped convolutions,
         # e.g. RegNet's, are computed another way: agreement to float32 rounding of the sums)
         np.testing.assert_allclose(rebuilt, reference, rtol=0,
-                                   atol=2e-6 * float(np.abs(reference).max()) + 1e-6)
+                                   atol=1e-5 * float(np.abs(reference).max()) + 1e-6)
     else:
         np.testing.assert_array_equal(rebuilt, reference)
 
