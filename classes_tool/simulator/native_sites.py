@@ -118,6 +118,8 @@ def _load():
                 lib.classes_finish_out_of_range.argtypes = [
                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                     ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_double]
+                lib.classes_classify.restype = ctypes.c_int64
+                lib.classes_classify.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 4
                 lib.classes_rng_state.restype = None
                 lib.classes_rng_state.argtypes = [ctypes.c_void_p, ctypes.c_int64,
                                                   ctypes.c_int64, ctypes.c_void_p]
@@ -132,8 +134,8 @@ def _load():
 _SLOT = np.dtype([("tag", "<i8"), ("i", "<i8"), ("lo", "<f8"), ("span", "<f8")])
 _CHOICE = np.dtype([("off", "<i8"), ("n", "<i8"), ("sorted", "<i8"), ("total", "<f8")])
 _CLASS = np.dtype([(k, "<i8") for k in ("gen", "param_choice", "param_off", "domain_choice",
-                                         "domain_off")])
-_PARAMS = np.dtype([(k, "<i8") for k in ("slot_off", "random_off", "n_random", "by_range")])
+                                         "domain_off", "checked")])
+_PARAMS = np.dtype([(k, "<i8") for k in ("slot_off", "random_off", "n_random")])
 _RANDOM = np.dtype([(k, "<i8") for k in ("n", "slot", "choice_off")])
 _DOMAIN = np.dtype([("kind", "<i8"), ("n", "<i8"), ("ids", "<i8", 5), ("a", "<f8", 5),
                     ("b", "<f8", 5), ("total", "<f8")])
@@ -188,7 +190,9 @@ CLASSES: dict[str, tuple[int, list]] = {
     "rectangles": (13, [("rectangle_height", S_RH, AS_DEFAULT, 1),
                         ("rectangle_width", S_RW, AS_DEFAULT, 1), *_CHANNELS]),
     "single_channel_random": (14, [("channel_corruption_pct", S_PCT, AS_BIN, None),
-                                   ("max_cardinality", S_CAP, AS_INT, None)]),
+                                   ("max_cardinality", S_CAP, AS_INT, None),
+                                   ("min_value_skip", S_MIN, AS_INT, None),
+                                   ("max_value_skip", S_MAX, AS_INT, None)]),
     "single_channel_alternated_blocks": (15, [("block_size", S_BLOCK, AS_DEFAULT, 1),
                                               ("min_block_skip", S_MIN, AS_INT, None),
                                               ("max_block_skip", S_MAX, AS_INT, None)]),
@@ -197,14 +201,18 @@ CLASSES: dict[str, tuple[int, list]] = {
                                              ("avg_channel_corruption_pct", S_PCT, AS_BIN, None),
                                              *_CHANNELS]),
 }
-#: Classes whose generators changed when they were made to satisfy the classifier's definitions
-#: (docs/error-models.md) and that draw_sites.c does not implement yet: C leaves their sites to
-#: Python, which draws them from their own generators (the same sites, at Python's speed).
-PYTHON_ONLY = frozenset({
-    "same_row", "same_column", "bullet_wake", "single_block", "multi_channel_block",
-    "shattered_channel", "quasi_shattered_channel", "full_channels", "rectangles",
-    "single_channel_random", "single_channel_alternated_blocks",
-    "multiple_channels_uncategorized"})
+#: The classifier's names in draw_sites.c (its K_* order): classify() answers one of them.
+CHECKED = {name: k for k, name in enumerate(
+    ("single", "skip_4", "single_block", "single_channel_alternated_blocks", "same_row",
+     "full_channels", "rectangles", "single_channel_random", "multi_channel_block",
+     "bullet_wake", "shattered_channel", "quasi_shattered_channel",
+     "multiple_channels_uncategorized"))}
+assert set(CHECKED) == patterns.CHECKED
+#: Classes draw_sites.c leaves to Python: none. Every generator of patterns.GENERATORS and the
+#: redraw-until-classified loop of patterns.draw_positions are in C; what C leaves to Python is
+#: per site, not per class (an argsort tie, a parameter outside plain numbers, an
+#: `out_of_range: bit_pattern` value, see `draw`).
+PYTHON_ONLY: frozenset[str] = frozenset()
 _BIG = 2**60  # larger ints stay in Python (C works in int64)
 _NUMBER = (int, float)
 
@@ -270,7 +278,7 @@ def _domain(d: Any) -> tuple:
 
 class _PlanStruct(ctypes.Structure):
     _fields_ = [("n_classes", ctypes.c_int64), ("affine", ctypes.c_int64),
-                ("class_choice", ctypes.c_int64)] + [
+                ("class_choice", ctypes.c_int64), ("max_attempts", ctypes.c_int64)] + [
         (k, ctypes.c_void_p) for k in ("cum", "choices", "classes", "params", "slots",
                                        "randoms", "choice_slots", "domains")]
 
@@ -305,14 +313,12 @@ class FlatPlan:
                 gen, keys = -1, []  # C abandons the site; Python draws it
             where = {key: (role, how, default) for key, role, how, default in keys}
             classes.append((gen, choice(param_choice), len(params), choice(domain_choice),
-                            len(domains)))
+                            len(domains), CHECKED.get(name, -1)))
             for merged, random in param_sets:
                 row = [(NONE, 0, 0.0, 0.0)] * N_SLOTS
                 for key, (role, how, default) in where.items():
                     row[role] = _slot(merged.get(key), key in merged, how, default)
-                params.append((len(slots), len(randoms), len(random),
-                               int("min_errors_per_channel" in merged
-                                   or "max_errors_per_channel" in merged)))
+                params.append((len(slots), len(randoms), len(random)))
                 for key, options in random:
                     n = len(options) if isinstance(options, (list, tuple)) else 0
                     if key in where:
@@ -327,8 +333,8 @@ class FlatPlan:
         self.arrays = {
             "cum": np.array(cum + [0.0], dtype="<f8"),
             "choices": np.array(choices, dtype=_CHOICE),
-            "classes": np.array(classes + [(0,) * 5], dtype=_CLASS),
-            "params": np.array(params + [(0,) * 4], dtype=_PARAMS),
+            "classes": np.array(classes + [(0,) * 6], dtype=_CLASS),
+            "params": np.array(params + [(0,) * 3], dtype=_PARAMS),
             "slots": np.array(slots + [(0, 0, 0.0, 0.0)], dtype=_SLOT),
             "randoms": np.array(randoms + [(0, 0, 0)], dtype=_RANDOM),
             "choice_slots": np.array(choice_slots + [(0, 0, 0.0, 0.0)], dtype=_SLOT),
@@ -336,7 +342,7 @@ class FlatPlan:
                                 dtype=_DOMAIN),
         }
         self.struct = _PlanStruct(len(plan.names), int(bool(patterns.AFFINE_UNIFORM)),
-                                  class_choice,
+                                  class_choice, int(patterns.MAX_ATTEMPTS),
                                   *(a.ctypes.data for a in self.arrays.values()))
         self.address = ctypes.addressof(self.struct)
         self.names = list(plan.names)
@@ -455,13 +461,6 @@ def draw(plan: Any, hwc: tuple[int, int, int], low: float, high: float, seed: in
                                         max(high - low, abs(high), abs(low), 1e-3))
     kinds = ws.patterns[:count].tolist()
     names = flat.names
-    checked = [k >= 0 and names[k] in patterns.CHECKED for k in kinds]
-    if any(checked):  # C draws a site once; Python redraws one the classifier would not accept
-        splits = ws.splits[:count + 1]
-        for j in (j for j, ok in enumerate(checked) if ok):
-            pos = ws.positions[splits[j]:splits[j + 1]]
-            if patterns.classify(pos, h, w, c) != names[kinds[j]]:
-                kinds[j] = -1
     if min(kinds) >= 0:
         return (ws.positions[:used].copy(), ws.values[:used].copy(),
                 ws.splits[:count + 1].copy(), [names[k] for k in kinds])
@@ -482,7 +481,7 @@ def _with_python_sites(plan, hwc, low, high, seed, crc, first, ws, kinds, names)
             pattern_names.append(names[kind])
             start = ends[j]
             continue
-        start = ends[j]  # a site C drew but the classifier refused: skip its entries
+        start = ends[j]  # a site C left to Python (it wrote no entries)
         name, pos, val = plan.draw(np.random.default_rng([seed, crc, first + j]), hwc, low, high)
         pos_parts.append(pos)
         val_parts.append(val)

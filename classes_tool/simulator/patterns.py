@@ -434,7 +434,7 @@ def _uncategorized(rng, h, w, c, p):
             k = max(k, int(least))
         if most is not None:
             k = min(k, int(most))
-        counts.append(max(k, 1))
+        counts.append(min(max(k, 1), size))  # the loop below would bring it down to size
     while sum(counts) > size and max(counts) > 1:  # distinct positions must fit the map
         counts[counts.index(max(counts))] -= 1
     total = min(sum(counts), size)

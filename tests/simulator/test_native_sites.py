@@ -23,9 +23,9 @@ SHAPES = ((1, 1, 1), (2, 3, 1), (1,), (64,), (12, 4), (8, 8, 16), (5, 7, 3), (2,
           (32, 32, 64))
 
 
-#: Sites C may leave to Python: classes it does not implement yet, and a skip_4 site that
-#: the classifier refuses (Python redraws it, from its own generator, as it would have).
-LEFT_TO_PYTHON = native_sites.PYTHON_ONLY | {"skip_4"}
+#: Sites C may leave to Python: none of a class (PYTHON_ONLY is empty), only the synthetic
+#: same_row's even bin pair whose remainders tie on an odd count (np.argsort decides the tie).
+LEFT_TO_PYTHON = native_sites.PYTHON_ONLY | {"same_row"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,8 +120,8 @@ def test_native_sites_equal_the_python_sites(monkeypatch, python_sites, name):
             assert _same(got, want), (name, shape, value_range, seed, first)
             k += 1
             drawn += count
-    # C leaves the classes it does not implement yet to Python, and a skip_4 site the classifier
-    # refuses (an even bin pair of the synthetic same_row whose remainders tie: Python decides)
+    # C draws every class, the redraws the classifier asks for included; it leaves to Python
+    # only the synthetic same_row's tied remainders (Python's np.argsort decides them)
     assert set(python_sites) <= LEFT_TO_PYTHON, python_sites
 
 
@@ -259,3 +259,88 @@ def test_pieces_and_a_mutated_model(monkeypatch):
     model.data["single"]["domain_classes"][0] = {"zero": [100, 100], "frequency": 1}
     args = (model, "conv2", (5, 7, 3), (-1.0, 2.0), 90, 4, 3)
     assert _same(generate_sites(*args), _python(monkeypatch, *args))
+
+
+def _one_set(model: str, name: str, i: int) -> ErrorModel:
+    spec = copy.deepcopy(load_error_model(model).data[name])
+    spec["parameters"] = [dict(spec["parameters"][i], conditional_frequency=1.0)]
+    return ErrorModel(f"{model}-{name}-{i}", {name: dict(spec, frequency=1.0)})
+
+
+#: the oracle's shapes (maps smaller than a block, 2 and 3 channels: redraws are frequent) and
+#: a dense output
+CLASS_SHAPES = ((10, 10, 2), (5, 7, 3), (3, 3, 16), (4, 4, 64), (9, 12, 16), (2, 2, 3), (64,))
+
+
+@pytest.mark.parametrize("model", available_error_models())
+def test_every_class_and_parameter_set_is_drawn_in_c(monkeypatch, python_sites, model):
+    """Each spatial class and parameter set alone, where the redraw-until-classified loop runs
+    most: the same sites as Python, and C leaves none of them to Python."""
+    data = load_error_model(model).data
+    for name in (n for n in data if not n.startswith("_")):
+        for i in range(len(data[name]["parameters"])):
+            one = _one_set(model, name, i)
+            for k, shape in enumerate(CLASS_SHAPES):
+                args = (one, "t", shape, (-1.0, 2.0), 25, i, 40 * k)
+                assert _same(generate_sites(*args), _python(monkeypatch, *args)), \
+                    (model, name, i, shape)
+    assert not python_sites, python_sites
+
+
+def test_edge_parameters_of_the_new_generators(monkeypatch, python_sites):
+    """Corners of the generators: counts far above the map (uncategorized's levelling), a
+    leader that keeps the window's first position, spans of width 0, gaps wider than the map,
+    one-row maps, blocks larger than the map."""
+    models = [
+        _one_class("multiple_channels_uncategorized",
+                   {"min_errors_per_channel": 10**12, "affected_channels_pct": [50, 100]}),
+        _one_class("multiple_channels_uncategorized",
+                   {"avg_channel_corruption_pct": [60, 90], "max_errors_per_channel": 3,
+                    "min_errors_per_channel": 7}),
+        _one_class("multi_channel_block", {"block_size": 64, "avg_block_corruption_pct": [0, 10],
+                                           "affected_channels_pct": [0, 100]}),
+        _one_class("shattered_channel", {"min_span_width": 0, "max_span_width": 40,
+                                         "avg_span_corruption_pct": [10, 60]}),
+        _one_class("quasi_shattered_channel", {"min_span_width": 3, "max_span_width": 1,
+                                               "avg_span_corruption_pct": [0, 30],
+                                               "affected_channels_pct": [50, 100]}),
+        _one_class("single_channel_random", {"channel_corruption_pct": [1, 99],
+                                             "min_value_skip": 0, "max_value_skip": 10**9}),
+        _one_class("single_channel_alternated_blocks", {"block_size": 1, "max_block_skip": 5}),
+        _one_class("single_block", {"block_size": 32, "block_corruption_pct": [0, 5]}),
+        _one_class("full_channels", {"avg_channel_corruption_pct": [0, 100]}),
+        _one_class("rectangles", {"rectangle_height": 5, "rectangle_width": 0}),
+        _one_class("same_column", {"column_corruption_pct": [0, 10]}),
+    ]
+    for model in models:
+        for shape in ((1, 9, 4), (3, 3, 3), (6, 40, 5), (1,), (17, 2, 1)):
+            args = (model, "t", shape, (-2.0, 1.0), 30, 9, 3)
+            assert _same(generate_sites(*args), _python(monkeypatch, *args)), (model.name, shape)
+    assert not python_sites, python_sites
+
+
+def test_classify_matches_patterns_classify(library):
+    """C's classifier (the redraw loop's test) against patterns.classify on the sites of every
+    class and on the same sites with positions added or removed."""
+    rng = np.random.default_rng(5)
+    names = {k: name for name, k in native_sites.CHECKED.items()}
+    seen = set()
+    for model in ("conv_gemm", "bias_add", "maxpool"):
+        for shape in ((5, 7, 3), (4, 4, 64), (9, 12, 16), (1, 40, 2), (10, 10, 2)):
+            h, w, c = patterns.map_shape(shape)
+            drawn = generate_sites(load_error_model(model), "t", shape, (0.0, 1.0), 150, 1)
+            for j in range(len(drawn)):
+                pos = drawn.site(j)[0].astype(np.int64)
+                variants = [pos, pos[rng.random(len(pos)) < 0.8],
+                            np.union1d(pos, rng.integers(0, h * w * c, 3))]
+                for v in variants:
+                    if len(v) == 0:
+                        continue
+                    v = rng.permutation(v)  # any order
+                    got = library.classes_classify(np.ascontiguousarray(v).ctypes.data, len(v),
+                                                   h, w, c)
+                    want = patterns.classify(v, h, w, c)
+                    assert names[got] == want, (model, shape, sorted(v.tolist()))
+                    seen.add(want)
+    assert len(seen) >= 11, seen
+    assert library.classes_classify(np.zeros(1, dtype=np.int64).ctypes.data, 0, 2, 2, 2) == -1

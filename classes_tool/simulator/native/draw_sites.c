@@ -30,8 +30,6 @@
 extern double random_standard_uniform(bitgen_t *bitgen_state);
 extern double random_uniform(bitgen_t *bitgen_state, double lower, double range);
 extern uint64_t random_interval(bitgen_t *bitgen_state, uint64_t max);
-extern uint64_t random_bounded_uint64(bitgen_t *bitgen_state, uint64_t off, uint64_t rng,
-                                      uint64_t mask, bool use_masked);
 extern void random_bounded_uint64_fill(bitgen_t *bitgen_state, uint64_t off, uint64_t rng,
                                        ptrdiff_t cnt, bool use_masked, uint64_t *out);
 
@@ -169,12 +167,12 @@ typedef struct {
     int64_t param_off;        /* first parameter set */
     int64_t domain_choice;
     int64_t domain_off;       /* first domain */
+    int64_t checked;          /* the classifier's name for the class (K_*), -1: drawn unchecked */
 } class_t;
 
 typedef struct {
     int64_t slot_off;         /* N_SLOTS slots */
     int64_t random_off, n_random;
-    int64_t by_range;         /* "min/max_errors_per_channel" in the parameters */
 } params_t;
 
 typedef struct {
@@ -196,6 +194,7 @@ typedef struct {
     int64_t n_classes;
     int64_t affine;           /* patterns.AFFINE_UNIFORM */
     int64_t class_choice;
+    int64_t max_attempts;     /* patterns.MAX_ATTEMPTS: draws of a checked class's positions */
     const double *cum;        /* cumulative weights of every choice */
     const choice_t *choices;
     const class_t *classes;
@@ -225,10 +224,11 @@ typedef struct {
     const plan_t *plan;
     int64_t h, w, c;
     slot_t slot[N_SLOTS];     /* the site's resolved parameters */
-    int64_t by_range;
     vec_t pos;                /* the site's positions */
-    vec_t perm, tmp, cls;
-    uint8_t *mark;            /* h * w flags, all zero between uses */
+    vec_t perm, tmp, cls, aux;
+    vec_t chans, maps;        /* classify's corrupted channels and per-channel map positions */
+    int64_t *chan_count;      /* c counters, all zero between uses */
+    int64_t *chan_start;      /* c offsets into maps */
     uint8_t *keep;            /* channel x map-position flags of _grid */
     int64_t keep_cap;
 } ctx_t;
@@ -327,45 +327,6 @@ static void draw_permutation(ctx_t *x, int64_t n) {
     x->perm.n = n;
 }
 
-/* rng.choice(pop, size, replace=False) as a set, appended to `out` as v * mul + add. The
- * callers sort the result, so only which values are drawn matters, and the draws made. */
-static void draw_choice(ctx_t *x, int64_t pop, int64_t size, vec_t *out, int64_t mul,
-                        int64_t add) {
-    if (pop <= 0 || size > pop || size < 0) abandon(x);
-    if (pop > 10000 && size > pop / 50) {
-        /* tail shuffle of arange(pop): the last `size` entries */
-        vec_reserve(x, &x->tmp, pop);
-        int64_t *p = x->tmp.v;
-        for (int64_t i = 0; i < pop; i++) p[i] = i;
-        int64_t stop = pop - size > 1 ? pop - size : 1;
-        for (int64_t i = pop - 1; i >= stop; i--) {
-            int64_t j = (int64_t)random_bounded_uint64(&x->bitgen, 0, (uint64_t)i, 0, false);
-            int64_t t = p[i];
-            p[i] = p[j];
-            p[j] = t;
-        }
-        for (int64_t i = pop - size; i < pop; i++) push(x, out, p[i] * mul + add);
-        return;
-    }
-    /* Floyd's algorithm: for j in [pop - size, pop), draw v in [0, j]; take v, or j if v is
-     * taken already */
-    x->tmp.n = 0;
-    vec_reserve(x, &x->tmp, size);
-    for (int64_t j = pop - size; j < pop; j++) {
-        int64_t v = (int64_t)random_bounded_uint64(&x->bitgen, 0, (uint64_t)j, 0, false);
-        if (x->mark[v]) v = j;
-        x->mark[v] = 1;
-        x->tmp.v[x->tmp.n++] = v;
-    }
-    /* then the result is shuffled: its draws only */
-    for (int64_t i = size - 1; i >= 1; i--)
-        random_bounded_uint64(&x->bitgen, 0, (uint64_t)i, 0, false);
-    for (int64_t i = 0; i < x->tmp.n; i++) {
-        x->mark[x->tmp.v[i]] = 0;
-        push(x, out, x->tmp.v[i] * mul + add);
-    }
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* patterns.py helpers                                                                  */
 /* ------------------------------------------------------------------------------------ */
@@ -435,9 +396,12 @@ static range_t spaced(ctx_t *x, int64_t n, int64_t k, int64_t skip) {
     return r;
 }
 
-/* _channels: count from affected_channels_pct (capped), then the skip, then the spacing */
-static range_t channels(ctx_t *x) {
+/* _channels: count from affected_channels_pct (capped, then at least `at_least` when the
+ * tensor has them), then the skip, then the spacing */
+static range_t channels(ctx_t *x, int64_t at_least) {
     int64_t k = count_of(x, x->c, S_CH_PCT, S_CH_CAP);
+    if (k < at_least) k = at_least;
+    if (k > x->c) k = x->c;
     int64_t skip = int_in(x, S_CH_MIN, S_CH_MAX, 1);
     return spaced(x, x->c, k, skip);
 }
@@ -498,6 +462,8 @@ static void gen_single(ctx_t *x) {
 static void gen_line(ctx_t *x, bool along_row) {
     int64_t length = along_row ? x->w : x->h;
     int64_t k = count_of(x, length, S_PCT, S_CAP);
+    if (k < 2) k = 2;  /* one position is `single` */
+    if (k > length) k = length;
     int64_t skip = int_in(x, S_MIN, S_MAX, 1);  /* drawn before _spaced's start */
     range_t steps = spaced(x, length, k, skip);
     int64_t first, step;
@@ -514,7 +480,7 @@ static void gen_line(ctx_t *x, bool along_row) {
 
 static void gen_bullet_wake(ctx_t *x) {
     int64_t m = draw_int(x, 0, x->h * x->w);
-    range_t chans = channels(x);
+    range_t chans = channels(x, 2);
     for (int64_t j = 0; j < chans.n; j++) push(x, &x->pos, chans.start + j * chans.step + m * x->c);
 }
 
@@ -530,101 +496,191 @@ static void gen_skip(ctx_t *x) {
     int64_t stop = start + unique * skip < size ? start + unique * skip : size;
     int64_t n;
     const int64_t *candidates = arange(x, start, stop, skip, &n);
-    range_t chans = channels(x);
+    range_t chans = channels(x, 1);
     grid(x, candidates, n, chans, S_PICK);
 }
 
-/* _block: an aligned block of block_size consecutive map positions, clipped to the map */
-static range_t block(ctx_t *x, int64_t size) {
-    int64_t b = int_or(x, S_BLOCK, 1);
-    if (b > size) b = size;
-    if (b < 1) b = 1;
-    int64_t n_blocks = (size + b - 1) / b;
-    range_t r;
-    r.start = draw_int(x, 0, n_blocks) * b;
-    r.n = (r.start + b < size ? r.start + b : size) - r.start;
-    r.step = 1;
-    return r;
+/* block_counts: the fewest errors a block of b positions holds by definition (the most is b) */
+static int64_t block_least(int64_t b) {
+    int64_t half = b / 2 + 1, low = half > 11 ? half : 11;
+    return low < b ? low : b;
 }
 
+/* _block_count: errors in a block of b, the percentage bin kept within block_counts(b) */
+static int64_t block_count(ctx_t *x, int64_t b, int pct_role) {
+    int64_t k = slot(x, pct_role)->tag == SLOT_NONE ? b : count_of(x, b, pct_role, -1);
+    int64_t low = block_least(b);
+    if (k < low) k = low;
+    return k < b ? k : b;
+}
+
+/* a block size read as int(p.get("block_size") or 1), clipped to [1, most] */
+static int64_t block_size(ctx_t *x, int64_t most) {
+    int64_t b = need_int(x, S_BLOCK);
+    if (b > most) b = most;
+    return b < 1 ? 1 : b;
+}
+
+/* _single_block: a window of the channel-first flattened tensor, any start */
 static void gen_single_block(ctx_t *x) {
-    range_t blk = block(x, x->h * x->w);
-    int64_t ch = draw_int(x, 0, x->c);
-    const slot_t *pct = slot(x, S_PICK);
-    int64_t k = pct->tag == SLOT_NONE ? blk.n : count_of(x, blk.n, S_PICK, -1);
-    if (k >= blk.n) {
-        for (int64_t t = 0; t < blk.n; t++) push(x, &x->pos, (blk.start + t) * x->c + ch);
-        return;
+    int64_t size = x->h * x->w, total = size * x->c;
+    int64_t b = block_size(x, total);
+    int64_t start = draw_int(x, 0, total - b + 1);
+    int64_t k = block_count(x, b, S_PICK);
+    bool whole = k >= b;
+    if (!whole) draw_permutation(x, b);  /* _window: the first k of a permutation */
+    for (int64_t t = 0; t < (whole ? b : k); t++) {
+        int64_t u = start + (whole ? t : x->perm.v[t]);
+        push(x, &x->pos, (u % size) * x->c + u / size);
     }
-    draw_permutation(x, blk.n);
-    for (int64_t t = 0; t < k; t++) push(x, &x->pos, (blk.start + x->perm.v[t]) * x->c + ch);
     sort_unique(&x->pos, false);
 }
 
+/* _multi_channel_block: one window of map positions in every chosen channel, the leader
+ * holding a block and the window's first position */
 static void gen_multi_channel_block(ctx_t *x) {
-    range_t blk = block(x, x->h * x->w);
-    range_t chans = channels(x);
-    int64_t n;
-    const int64_t *maps = arange(x, blk.start, blk.start + blk.n, 1, &n);
-    grid(x, maps, n, chans, S_PICK);
+    int64_t size = x->h * x->w;
+    int64_t b = block_size(x, size);
+    int64_t start = draw_int(x, 0, size - b + 1);
+    range_t chans = channels(x, 2);
+    bool all = slot(x, S_PICK)->tag == SLOT_NONE;
+    x->aux.n = 0;
+    vec_reserve(x, &x->aux, chans.n);
+    int64_t fullest = 0;
+    for (int64_t j = 0; j < chans.n; j++) {
+        int64_t k = all ? b : count_of(x, b, S_PICK, -1);
+        x->aux.v[x->aux.n++] = k;
+        if (k > fullest) fullest = k;
+    }
+    int64_t leader = draw_int(x, 0, chans.n), low = block_least(b);
+    if (fullest < low) fullest = low;
+    x->aux.v[leader] = fullest < b ? fullest : b;
+    for (int64_t j = 0; j < chans.n; j++) {
+        int64_t k = x->aux.v[j], ch = chans.start + j * chans.step;
+        if (j == leader && k < b) {
+            push(x, &x->pos, start * x->c + ch);
+            draw_permutation(x, b - 1);
+            for (int64_t t = 0; t < k - 1; t++)
+                push(x, &x->pos, (start + x->perm.v[t] + 1) * x->c + ch);
+        } else if (k >= b) {
+            for (int64_t t = 0; t < b; t++) push(x, &x->pos, (start + t) * x->c + ch);
+        } else {
+            draw_permutation(x, b);
+            for (int64_t t = 0; t < k; t++) push(x, &x->pos, (start + x->perm.v[t]) * x->c + ch);
+        }
+    }
+    sort_unique(&x->pos, false);
 }
 
-/* shattered glass: an anchor, and in each channel a span of neighbours around it (quasi: the
- * span may drift off the anchor) */
+/* keep the entries of sel[0..*n) below width, in order */
+static void keep_below(int64_t *sel, int64_t *n, int64_t width) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < *n; i++)
+        if (sel[i] < width) sel[k++] = sel[i];
+    *n = k;
+}
+
+/* _shattered: an anchor corrupted in every chosen channel with a span around it (quasi: in the
+ * first two only, the last channel's span beside it, the others may drift off it) */
 static void gen_shattered(ctx_t *x, bool quasi) {
     int64_t size = x->h * x->w;
     int64_t anchor = draw_int(x, 0, size);
     int64_t low = int_or(x, S_MIN, 1), high = int_or(x, S_MAX, low);
     int64_t lo = low < high ? low : high, hi = (low < high ? high : low) + 1;
-    range_t chans = channels(x);
-    const slot_t *pct = slot(x, S_PICK);
+    range_t chans = channels(x, quasi ? 3 : 2);
+    int64_t last = chans.n - 1;
+    bool all = slot(x, S_PICK)->tag == SLOT_NONE;
     for (int64_t j = 0; j < chans.n; j++) {
         int64_t ch = chans.start + j * chans.step;
+        /* _span: width, start, then _pick(width) */
         int64_t width = draw_int(x, lo, hi);
         if (width > size) width = size;
         if (width < 1) width = 1;
         int64_t start = anchor - draw_int(x, 0, width);
         if (start < 0) start = 0;
         if (start > size - width) start = size - width;
-        /* _pick(width): the first k of a permutation, or the whole span */
-        int64_t k = pct->tag == SLOT_NONE ? width : count_of(x, width, S_PICK, -1);
-        bool whole = k >= width;
-        if (!whole) draw_permutation(x, width);
-        int64_t shift = 0;
-        if (quasi) {
-            double r = draw_random(x);  /* drawn whatever the width */
-            if (r < 0.5 && width > 1) shift = draw_int(x, 1, width + 1);
+        bool has_sel = false;
+        int64_t n_sel = 0;
+        if (!all) {
+            int64_t k = count_of(x, width, S_PICK, -1);
+            if (k < width) {
+                draw_permutation(x, width);
+                has_sel = true;
+                n_sel = k;
+            }
         }
-        if (whole) {
-            int64_t a = start, b = start + width;
-            if (shift) {
-                a = start + shift < size - 1 ? start + shift : size - 1;
-                b = start + width + shift < size ? start + width + shift : size;
+        int64_t *sel = x->perm.v;
+        if (j == 0 && width * 2 > size && size > 1) {  /* at most half: not full_channels */
+            width = size / 2;
+            start = anchor - draw_int(x, 0, width);
+            if (start < 0) start = 0;
+            if (start > size - width) start = size - width;
+            if (has_sel) {
+                keep_below(sel, &n_sel, width);
+                if (n_sel == 0) has_sel = false;
             }
-            for (int64_t m = a; m < b; m++) push(x, &x->pos, m * x->c + ch);
-        } else {
-            for (int64_t t = 0; t < k; t++) {
-                int64_t m = x->perm.v[t] + start;
-                if (shift) m = m + shift < size - 1 ? m + shift : size - 1;
-                push(x, &x->pos, m * x->c + ch);
+        }
+        if (quasi && j == last && j >= 2 && size > 1) {  /* beside the anchor */
+            int64_t room_right = size - 1 - anchor, room_left = anchor;
+            int64_t room = room_right > room_left ? room_right : room_left;
+            if (width > room) width = room;
+            if (width < 1) width = 1;
+            bool right = room_right >= width && (room_left < width || draw_random(x) < 0.5);
+            start = right ? anchor + 1 : anchor - width;
+            if (has_sel) {
+                keep_below(sel, &n_sel, width);
+                if (n_sel == 0) {
+                    if (width == 1) {
+                        has_sel = false;
+                    } else {
+                        sel[0] = 0;
+                        n_sel = 1;
+                    }
+                }
             }
-            if (!quasi) push(x, &x->pos, anchor * x->c + ch);  /* a set with the anchor */
+        }
+        int64_t shift = 0;
+        if (!quasi || j < 2) {
+            if (has_sel) push(x, &x->pos, anchor * x->c + ch);
+        } else if (j < last && draw_random(x) < 0.5 && width > 1) {
+            shift = draw_int(x, 1, width + 1);
+        }
+        for (int64_t t = 0; t < (has_sel ? n_sel : width); t++) {
+            int64_t m = start + (has_sel ? sel[t] : t);
+            if (shift) m = m + shift < size - 1 ? m + shift : size - 1;
+            push(x, &x->pos, m * x->c + ch);
         }
     }
     sort_unique(&x->pos, true);  /* the Python sets */
 }
 
+/* _full_channels: more than half of every chosen channel */
 static void gen_full_channels(ctx_t *x) {
-    int64_t size = x->h * x->w, n;
-    range_t chans = channels(x);
-    const int64_t *maps = arange(x, 0, size, 1, &n);
-    grid(x, maps, n, chans, S_PICK);
+    int64_t size = x->h * x->w, least = size / 2 + 1;
+    range_t chans = channels(x, 1);
+    bool all = slot(x, S_PICK)->tag == SLOT_NONE;
+    for (int64_t j = 0; j < chans.n; j++) {
+        int64_t ch = chans.start + j * chans.step, k = size;
+        if (!all) {
+            k = count_of(x, size, S_PICK, -1);
+            if (k < least) k = least;
+        }
+        if (k >= size) {
+            for (int64_t m = 0; m < size; m++) push(x, &x->pos, m * x->c + ch);
+        } else {
+            draw_permutation(x, size);
+            for (int64_t t = 0; t < k; t++) push(x, &x->pos, x->perm.v[t] * x->c + ch);
+        }
+    }
+    sort_unique(&x->pos, false);
 }
 
+/* _rectangles: (height + 1) x (width + 1), narrower than the map, in every chosen channel */
 static void gen_rectangles(ctx_t *x) {
-    int64_t rh = need_int(x, S_RH), rw = need_int(x, S_RW);
+    int64_t rh = need_int(x, S_RH) + 1, rw = need_int(x, S_RW) + 1;
+    int64_t narrower = x->w - 1 > 1 ? x->w - 1 : 1;
     rh = rh < x->h ? rh : x->h;
-    rw = rw < x->w ? rw : x->w;
+    rw = rw < narrower ? rw : narrower;
     if (rh < 1) rh = 1;
     if (rw < 1) rw = 1;
     int64_t top = draw_int(x, 0, x->h - rh + 1);
@@ -633,18 +689,51 @@ static void gen_rectangles(ctx_t *x) {
     int64_t n = 0;
     for (int64_t r = 0; r < rh; r++)
         for (int64_t q = 0; q < rw; q++) x->tmp.v[n++] = (top + r) * x->w + left + q;
-    range_t chans = channels(x);
+    range_t chans = channels(x, 1);
     slot_t none = {SLOT_NONE, 0, 0.0, 0.0};
     x->slot[S_PICK] = none;  /* no picks: every channel keeps the whole rectangle */
     grid(x, x->tmp.v, n, chans, S_PICK);
 }
 
+/* _single_channel_random: k positions, each a gap in [min, max value skip] after the last,
+ * crossing a row boundary when the map has two rows */
 static void gen_single_channel_random(ctx_t *x) {
     int64_t size = x->h * x->w;
     int64_t k = count_of(x, size, S_PCT, S_CAP);
+    if (k < 2) k = 2;
+    if (k > size) k = size;
+    int64_t low = int_or(x, S_MIN, 1), high = int_or(x, S_MAX, low);
+    int64_t fit = (size - 1) / (k - 1 > 1 ? k - 1 : 1);
+    if (fit < 1) fit = 1;
+    int64_t a = low < high ? low : high, b = low < high ? high : low;
+    if (a < 1) a = 1;
+    if (b < 1) b = 1;
+    a = a < fit ? a : fit;
+    b = b < fit ? b : fit;
+    vec_reserve(x, &x->aux, k > 1 ? k : 1);
+    vec_reserve(x, &x->tmp, k > 1 ? k : 1);
+    int64_t *off = x->tmp.v, n = 1;
+    off[0] = 0;
+    if (k > 1) {  /* rng.integers(a, b + 1, size=k - 1): one fill, as NumPy draws it */
+        uint64_t *gaps = (uint64_t *)x->aux.v;
+        random_bounded_uint64_fill(&x->bitgen, (uint64_t)a, (uint64_t)(b - a), k - 1, false,
+                                   gaps);
+        for (int64_t i = 0; i < k - 1; i++) {
+            int64_t gap = (int64_t)gaps[i];
+            if (off[n - 1] + gap > size - 1) break;
+            off[n] = off[n - 1] + gap;
+            n++;
+        }
+    }
+    int64_t span = off[n - 1], start;
+    if (x->h >= 2 && 0 < span && span < x->w) {  /* a start whose positions cross a row */
+        int64_t i = draw_int(x, 0, (x->h - 1) * span);
+        start = (i / span) * x->w + (x->w - span) + i % span;
+    } else {
+        start = draw_int(x, 0, size - span);
+    }
     int64_t ch = draw_int(x, 0, x->c);
-    draw_choice(x, size, k, &x->pos, x->c, ch);
-    sort_unique(&x->pos, false);
+    for (int64_t t = 0; t < n; t++) push(x, &x->pos, (start + off[t]) * x->c + ch);
 }
 
 static void gen_alternated_blocks(ctx_t *x) {
@@ -655,25 +744,51 @@ static void gen_alternated_blocks(ctx_t *x) {
     int64_t n_blocks = (size + b - 1) / b;
     int64_t skip = int_in(x, S_MIN, S_MAX, 2);
     if (skip < 2) skip = 2;
-    int64_t first = draw_int(x, 0, skip < n_blocks ? skip : n_blocks);
+    int64_t room = skip < n_blocks - skip ? skip : n_blocks - skip;  /* room for a second */
+    int64_t first = draw_int(x, 0, room > 1 ? room : 1);
     int64_t ch = draw_int(x, 0, x->c);
     for (int64_t blk = first; blk < n_blocks; blk += skip)
         for (int64_t t = 0; t < b && blk * b + t < size; t++)
             push(x, &x->pos, (blk * b + t) * x->c + ch);
 }
 
+/* _uncategorized: two channels or more, no map position shared */
 static void gen_uncategorized(ctx_t *x) {
     int64_t size = x->h * x->w;
-    range_t chans = channels(x);
+    range_t chans = channels(x, 2);
+    const slot_t *least = slot(x, S_MIN), *most = slot(x, S_MAX);
+    if ((least->tag != SLOT_NONE && least->tag != SLOT_INT)
+        || (most->tag != SLOT_NONE && most->tag != SLOT_INT))
+        abandon(x);
+    x->aux.n = 0;
+    vec_reserve(x, &x->aux, chans.n);
+    int64_t *counts = x->aux.v, sum = 0, top = 0;
     for (int64_t j = 0; j < chans.n; j++) {
-        int64_t k;
-        if (x->by_range) {
-            k = int_in(x, S_MIN, S_MAX, 1);
-            if (k > size) k = size;
-        } else {
-            k = count_of(x, size, S_PCT, -1);
-        }
-        draw_choice(x, size, k > 1 ? k : 1, &x->pos, x->c, chans.start + j * chans.step);
+        int64_t k = count_of(x, size, S_PCT, -1);
+        if (least->tag == SLOT_INT && least->i > k) k = least->i;
+        if (most->tag == SLOT_INT && most->i < k) k = most->i;
+        if (k < 1) k = 1;
+        /* the loop below brings every count above size down to size first */
+        counts[j] = k < size ? k : size;
+        sum += counts[j];
+        if (counts[j] > top) top = counts[j];
+    }
+    /* while the sum exceeds the map and the largest count is over 1, the first largest count
+     * loses one: level by level, in channel order */
+    while (sum > size && top > 1) {
+        for (int64_t j = 0; j < chans.n && sum > size; j++)
+            if (counts[j] == top) {
+                counts[j]--;
+                sum--;
+            }
+        if (sum > size) top--;
+    }
+    int64_t total = sum < size ? sum : size, at = 0;
+    draw_permutation(x, size);  /* permutation(size)[:total], dealt to the channels in turn */
+    for (int64_t j = 0; j < chans.n; j++) {
+        int64_t ch = chans.start + j * chans.step;
+        for (int64_t t = 0; t < counts[j] && at < total; t++, at++)
+            push(x, &x->pos, x->perm.v[at] * x->c + ch);
     }
     sort_unique(&x->pos, false);
 }
@@ -699,6 +814,130 @@ static void generate(ctx_t *x, int64_t gen) {
     case G_UNCATEGORIZED: gen_uncategorized(x); break;
     default: abandon(x);  /* an unknown class: Python raises its KeyError */
     }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* patterns.classify: the class CLASSES' classifier gives the site's positions           */
+/* ------------------------------------------------------------------------------------ */
+
+/* in the classifier's orders (patterns.SINGLE_CHANNEL_ORDER, MULTI_CHANNEL_ORDER) */
+enum {
+    K_SINGLE, K_SKIP_4, K_SINGLE_BLOCK, K_ALTERNATED, K_SAME_ROW, K_FULL_CHANNELS,
+    K_RECTANGLES, K_SINGLE_CHANNEL_RANDOM, K_MULTI_CHANNEL_BLOCK, K_BULLET_WAKE, K_SHATTERED,
+    K_QUASI_SHATTERED, K_UNCATEGORIZED
+};
+
+/* _block_size_of on n sorted indices from first to last: 0 when they are not one block */
+static int64_t block_of(int64_t n, int64_t first, int64_t last, int64_t largest) {
+    if (n <= 10) return 0;
+    int64_t b = n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : 0;
+    return b && last - first <= b && largest >= b ? b : 0;
+}
+
+static bool is_rectangle(int64_t top, int64_t bottom, int64_t left, int64_t right, int64_t cells,
+                         int64_t w) {
+    if (bottom - top < 2 || right - left < 2 || (left == 0 && right == w - 1)) return false;
+    return (bottom - top + 1) * (right - left + 1) - cells <= 2;
+}
+
+/* _is_alternated on the sorted map positions of one channel */
+static bool is_alternated(const int64_t *m, int64_t n, int64_t size) {
+    int64_t remainder = size % 32 ? size / 32 : -1, blocks = 0, prev = 0;
+    for (int64_t i = 0; i < n;) {
+        int64_t blk = m[i] / 32, count = 0;
+        for (; i < n && m[i] / 32 == blk; i++) count++;
+        if (blocks && blk - prev < 2) return false;
+        if (count < 16 && blk != remainder) return false;
+        prev = blk;
+        blocks++;
+    }
+    return blocks >= 2;
+}
+
+/* The class of x->pos (sorted, distinct flat positions, as every generator leaves them). */
+static int64_t classify(ctx_t *x) {
+    const int64_t *p = x->pos.v;
+    int64_t n = x->pos.n, c = x->c, w = x->w, size = x->h * x->w;
+    if (n == 0) abandon(x);  /* Python's classify raises on no positions */
+    vec_reserve(x, &x->chans, n);  /* nothing below allocates (count[] is cleared at the end) */
+    vec_reserve(x, &x->maps, n);
+    int64_t *count = x->chan_count, *start = x->chan_start;
+    /* the corrupted channels, in increasing order */
+    x->chans.n = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t ch = p[i] % c;
+        if (count[ch]++ == 0) x->chans.v[x->chans.n++] = ch;
+    }
+    sort_i64(x->chans.v, x->chans.n);
+    const int64_t *chans = x->chans.v;
+    int64_t nch = x->chans.n, at = 0;
+    bool full = true;
+    for (int64_t j = 0; j < nch; j++) {
+        start[chans[j]] = at;
+        at += count[chans[j]];
+        if (count[chans[j]] * 2 <= size) full = false;
+    }
+    /* each channel's map positions, sorted (p is sorted by map position, then channel); the
+     * distinct map positions, how many channels hold the most shared one, the column span */
+    int64_t *maps = x->maps.v, distinct = 0, sharing = 0, run = 0, prev = -1;
+    int64_t left = w, right = -1, first_map = p[0] / c, good = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t m = p[i] / c, ch = p[i] % c, col = m % w;
+        maps[start[ch]++] = m;
+        if (m != prev) {
+            distinct++;
+            good += (m - first_map) % 4 == 0;
+            run = 0;
+            prev = m;
+        }
+        if (++run > sharing) sharing = run;
+        if (col < left) left = col;
+        if (col > right) right = col;
+    }
+    for (int64_t j = 0; j < nch; j++) start[chans[j]] -= count[chans[j]];  /* back to starts */
+    int64_t top = first_map / w, bottom = (p[n - 1] / c) / w, result;
+    int64_t lo_ch = chans[0], hi_ch = chans[nch - 1];
+    if (nch == 1 && n == 1) {
+        result = K_SINGLE;
+    } else if (good >= 2 && distinct - good <= 1) {
+        result = K_SKIP_4;
+    } else if (block_of(n, lo_ch * size + maps[start[lo_ch]],
+                        hi_ch * size + maps[start[hi_ch] + count[hi_ch] - 1], size)) {
+        result = K_SINGLE_BLOCK;
+    } else if (nch == 1) {
+        if (is_alternated(maps, n, size)) result = K_ALTERNATED;
+        else if (top == bottom) result = K_SAME_ROW;
+        else if (full) result = K_FULL_CHANNELS;
+        else if (is_rectangle(top, bottom, left, right, distinct, w)) result = K_RECTANGLES;
+        else result = K_SINGLE_CHANNEL_RANDOM;
+    } else {
+        /* multi-channel block: a leader (largest block, then earliest) and every channel
+         * within [its first, first + block size] or a block of its own */
+        int64_t best = -1, first = size;
+        for (int64_t j = 0; j < nch; j++) {
+            const int64_t *m = maps + start[chans[j]];
+            int64_t k = count[chans[j]], b = block_of(k, m[0], m[k - 1], size);
+            if (b && (b > best || (b == best && m[0] < first))) {
+                best = b;
+                first = m[0];
+            }
+        }
+        bool block = best >= 0;
+        for (int64_t j = 0; block && j < nch; j++) {
+            const int64_t *m = maps + start[chans[j]];
+            int64_t k = count[chans[j]];
+            block = (m[0] >= first && m[k - 1] <= first + best) || block_of(k, m[0], m[k - 1], 64);
+        }
+        if (block) result = K_MULTI_CHANNEL_BLOCK;
+        else if (distinct == 1) result = K_BULLET_WAKE;
+        else if (full) result = K_FULL_CHANNELS;
+        else if (is_rectangle(top, bottom, left, right, distinct, w)) result = K_RECTANGLES;
+        else if (sharing == nch) result = K_SHATTERED;
+        else if (sharing >= 2) result = K_QUASI_SHATTERED;
+        else result = K_UNCATEGORIZED;
+    }
+    for (int64_t j = 0; j < nch; j++) count[chans[j]] = 0;
+    return result;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -865,16 +1104,22 @@ static int draw_one(ctx_t *x, const uint32_t *entropy, int64_t n_entropy, double
     int64_t k = pick(x, plan->class_choice);
     const class_t *cl = &plan->classes[k];
     const params_t *ps = &plan->params[cl->param_off + pick(x, cl->param_choice)];
-    memcpy(x->slot, plan->slots + ps->slot_off, sizeof(x->slot));
-    x->by_range = ps->by_range;
-    for (int64_t r = 0; r < ps->n_random; r++) {
-        const random_t *rd = &plan->randoms[ps->random_off + r];
-        int64_t i = draw_int(x, 0, rd->n);
-        if (rd->slot >= 0) x->slot[rd->slot] = plan->choice_slots[rd->choice_off + i];
+    /* patterns.draw_positions: the RANDOM entries and the positions, drawn again while the
+     * classifier calls them another class, at most max_attempts times */
+    int64_t attempts = cl->checked >= 0 ? plan->max_attempts : 1;
+    for (int64_t attempt = 0; attempt < attempts; attempt++) {
+        memcpy(x->slot, plan->slots + ps->slot_off, sizeof(x->slot));
+        for (int64_t r = 0; r < ps->n_random; r++) {
+            const random_t *rd = &plan->randoms[ps->random_off + r];
+            int64_t i = draw_int(x, 0, rd->n);
+            if (rd->slot >= 0) x->slot[rd->slot] = plan->choice_slots[rd->choice_off + i];
+        }
+        for (int s = 0; s < N_SLOTS; s++)
+            if (x->slot[s].tag == SLOT_RANDOM) abandon(x);  /* a RANDOM left unresolved */
+        x->pos.n = 0;
+        generate(x, cl->gen);
+        if (attempt + 1 < attempts && classify(x) == cl->checked) break;
     }
-    for (int s = 0; s < N_SLOTS; s++)
-        if (x->slot[s].tag == SLOT_RANDOM) abandon(x);  /* a RANDOM left unresolved */
-    generate(x, cl->gen);
     const domain_t *d = &plan->domains[cl->domain_off + pick(x, cl->domain_choice)];
     int64_t n = x->pos.n;
     layout(x, d, n);
@@ -955,8 +1200,9 @@ int64_t classes_draw_sites(const plan_t *plan, int64_t h, int64_t w, int64_t c, 
     x->c = c;
     int64_t result = -1;
     uint32_t entropy[16];
-    x->mark = calloc((size_t)(x->h * x->w), 1);
-    if (!x->mark || n_prefix > 14) goto done;
+    x->chan_count = calloc((size_t)x->c, sizeof(int64_t));
+    x->chan_start = calloc((size_t)x->c, sizeof(int64_t));
+    if (!x->chan_count || !x->chan_start || n_prefix > 14) goto done;
     memcpy(entropy, prefix, (size_t)n_prefix * sizeof(uint32_t));
     int64_t j;
     for (j = start; j < count; j++) {
@@ -973,12 +1219,16 @@ int64_t classes_draw_sites(const plan_t *plan, int64_t h, int64_t w, int64_t c, 
     }
     result = j;
 done:
-    free(x->mark);
     free(x->keep);
     free(x->pos.v);
     free(x->perm.v);
     free(x->tmp.v);
     free(x->cls.v);
+    free(x->aux.v);
+    free(x->chans.v);
+    free(x->maps.v);
+    free(x->chan_count);
+    free(x->chan_start);
     free(x);
     return result;
 }
@@ -992,4 +1242,31 @@ void classes_finish_out_of_range(float *values, const int64_t *at, const double 
         double excess = width * power[i];
         values[at[i]] = (float)(up[i] ? high + excess : low - excess);
     }
+}
+
+/* Exposed for the tests: classify() of n distinct flat positions (any order) of an h x w x c
+ * tensor, as its K_* index; -1 when it gives up (no positions, no memory). */
+int64_t classes_classify(const int64_t *positions, int64_t n, int64_t h, int64_t w, int64_t c) {
+    ctx_t *x = calloc(1, sizeof(ctx_t));
+    if (!x) return -1;
+    x->h = h;
+    x->w = w;
+    x->c = c;
+    int64_t result = -1;
+    x->chan_count = calloc((size_t)c, sizeof(int64_t));
+    x->chan_start = calloc((size_t)c, sizeof(int64_t));
+    if (x->chan_count && x->chan_start && !setjmp(x->abandon)) {
+        vec_reserve(x, &x->pos, n > 0 ? n : 1);
+        memcpy(x->pos.v, positions, (size_t)n * sizeof(int64_t));
+        x->pos.n = n;
+        sort_unique(&x->pos, true);
+        result = classify(x);
+    }
+    free(x->pos.v);
+    free(x->chans.v);
+    free(x->maps.v);
+    free(x->chan_count);
+    free(x->chan_start);
+    free(x);
+    return result;
 }
