@@ -77,6 +77,8 @@ def seed_argument(text: str) -> int:
 #: Sites per target above this are refused: each site is stored in the patched model's weights,
 #: and drawing 10**11 of them would run for hours and fill the memory before failing.
 MAX_SITES = 10_000_000
+#: sites.OUT_OF_RANGE_MODES, written out so that parsing arguments does not import NumPy
+OUT_OF_RANGE_MODES = ("bounded", "bit_pattern")
 
 
 def _sites(text: str) -> int:
@@ -115,7 +117,7 @@ def cmd_sites(args: argparse.Namespace) -> None:
     loaded = patcher.load(args.model, args.input_shape)
     targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
     site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
-                                   args.calibration, args.range)
+                                   args.calibration, args.range, args.out_of_range)
     save_sites(args.output, site_sets)
     for s in site_sets:
         print(f"{s.target}: {len(s)} sites from '{s.error_model}', range "
@@ -133,7 +135,7 @@ def _site_inputs(args: argparse.Namespace) -> dict[str, object]:
 
 #: Defaults of the site options, filled in after parsing so that `patch --sites-file` can tell
 #: an option the user gave (and that the file's sites would silently override) from a default.
-SITE_DEFAULTS = {"sites": 1000, "seed": 0, "error_model": "auto"}
+SITE_DEFAULTS = {"sites": 1000, "seed": 0, "error_model": "auto", "out_of_range": "bounded"}
 
 
 def _site_defaults(args: argparse.Namespace) -> None:
@@ -147,7 +149,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
 
     if args.sites_file:
         given = [f"--{key.replace('_', '-')}" for key in
-                 ("sites", "seed", "error_model", "range", "calibration")
+                 ("sites", "seed", "error_model", "range", "calibration", "out_of_range")
                  if getattr(args, key) is not None]
         if given:
             raise UserError(f"--sites-file brings its own sites; {', '.join(given)} would be "
@@ -157,7 +159,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
     result = patcher.patch(args.model, args.output, args.after, args.after_type,
                            args.error_model, args.sites, args.seed, args.sites_file,
                            args.calibration, args.range, active=not args.inactive,
-                           input_shapes=args.input_shape)
+                           input_shapes=args.input_shape, out_of_range=args.out_of_range)
     for target in result["targets"]:
         print(f"{target}: ErrorSimulator with {result['sites'][target]} sites "
               f"('{result['error_models'][target]}')")
@@ -194,6 +196,9 @@ def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--range", type=_range, metavar="LOW,HIGH",
                    help="normal value range for all targets (instead of calibration), "
                         "e.g. --range -2,2")
+    p.add_argument("--out-of-range", choices=OUT_OF_RANGE_MODES,
+                   help="how out-of-range values are drawn: bounded (default, finite) or "
+                        "bit_pattern (random float32 bits, as the CLASSES reference simulator)")
 
 
 def build_parser() -> argparse.ArgumentParser:

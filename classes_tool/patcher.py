@@ -170,16 +170,18 @@ def error_model_name(node: Node, requested: str) -> str:
 
 def make_sites(loaded: LoadedModel, targets: Sequence[str], count: int, seed: int,
                error_model: str = "auto", calibration: str | Path | None = None,
-               value_range: tuple[float, float] | None = None) -> list[SiteSet]:
-    """Generate `count` sites per target from its error model and its normal value range."""
+               value_range: tuple[float, float] | None = None,
+               out_of_range: str = "bounded") -> list[SiteSet]:
+    """Generate `count` sites per target from its error model and its normal value range
+    (`out_of_range`: how out-of-range values are drawn, see sites.OUT_OF_RANGE_MODES)."""
     models = {t: load_error_model(error_model_name(loaded.graph.node(t), error_model))
               for t in targets}
     if value_range is not None:
         ranges = dict.fromkeys(targets, value_range)
     else:
         ranges = value_ranges(loaded, targets, calibration_arrays(loaded, calibration))
-    return [generate_sites(models[t], t, loaded.shapes[t], ranges[t], count, seed)
-            for t in targets]
+    return [generate_sites(models[t], t, loaded.shapes[t], ranges[t], count, seed,
+                           out_of_range=out_of_range) for t in targets]
 
 
 def simulator_name(target: str) -> str:
@@ -235,7 +237,8 @@ def patch(model_path: str | Path, output: str | Path, after: Sequence[str] = (),
           seed: int = 0, sites_file: str | Path | None = None,
           calibration: str | Path | None = None,
           value_range: tuple[float, float] | None = None, active: bool = True,
-          input_shapes: Sequence[tuple[int, ...]] | None = None) -> dict[str, Any]:
+          input_shapes: Sequence[tuple[int, ...]] | None = None,
+          out_of_range: str = "bounded") -> dict[str, Any]:
     """Read, splice ErrorSimulators after the chosen nodes, and write the patched model."""
     output = check_model_output(output)  # before any work, so a bad name fails at once
     if Path(model_path).resolve() == output.resolve():
@@ -252,7 +255,7 @@ def patch(model_path: str | Path, output: str | Path, after: Sequence[str] = (),
     else:
         targets = select_targets(loaded.graph, after, after_types)
         site_sets = make_sites(loaded, targets, sites, seed, error_model, calibration,
-                               value_range)
+                               value_range, out_of_range)
     model = patched_model(loaded, site_sets, active=active, seed=seed)
     save_model(model, output)
     return {"output": str(output), "targets": [s.target for s in site_sets],

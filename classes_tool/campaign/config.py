@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from classes_tool.errors import UserError
-from classes_tool.simulator.sites import MAX_SEED
+from classes_tool.simulator.sites import MAX_SEED, OUT_OF_RANGE_MODES
 
 KEYS = {
     "target": "what is simulated: 'layers' (ErrorSimulator, default), 'systolic' or 'snn'",
@@ -39,6 +39,8 @@ KEYS = {
     "max_faults": "adaptive sizing: most faults per target (default: its population)",
     "input_set": "'fixed' (default: the rates are about these inputs) or 'sample' (the inputs "
                  "are a random sample of a larger data set; intervals include their variance)",
+    "out_of_range": "how out-of-range values are drawn: 'bounded' (default, finite) or "
+                    "'bit_pattern' (random float32 bits, as the CLASSES reference simulator)",
 }
 SIZINGS = ("fixed", "adaptive")
 INPUT_SETS = ("fixed", "sample")
@@ -70,6 +72,7 @@ class CampaignConfig:
     pilot_faults: int | None = None
     max_faults: int | None = None
     input_set: str = "fixed"
+    out_of_range: str = "bounded"
 
     def identity(self) -> dict[str, Any]:
         """What defines the campaign's results (a resumed run must match it)."""
@@ -79,7 +82,7 @@ class CampaignConfig:
         # keys added after stores existed are stored only when they differ from their default,
         # so that those stores still resume
         for key, default in (("sizing", "fixed"), ("pilot_faults", None), ("max_faults", None),
-                             ("input_set", "fixed")):
+                             ("input_set", "fixed"), ("out_of_range", "bounded")):
             if data[key] == default:
                 data.pop(key)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
@@ -276,6 +279,10 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
         for key in ("pilot_faults", "max_faults"):
             if raw.get(key) is not None:
                 raise UserError(f"config key '{key}' applies to 'sizing: adaptive' only")
+    out_of_range = raw.get("out_of_range", "bounded")
+    if out_of_range not in OUT_OF_RANGE_MODES:
+        raise UserError(f"config key 'out_of_range' must be one of "
+                        f"{', '.join(OUT_OF_RANGE_MODES)}, got {out_of_range!r}")
     error_model = raw.get("error_model", "auto")
     if not isinstance(error_model, str):
         raise UserError("config key 'error_model' must be a name or a path")
@@ -306,6 +313,7 @@ def parse_config(raw: dict[str, Any], source: str | Path, out: str | Path | None
         pilot_faults=_number(raw, "pilot_faults", int, 1),
         max_faults=_number(raw, "max_faults", int, 1),
         input_set=input_set,
+        out_of_range=out_of_range,
     )
     if not config.model.exists():
         raise UserError(f"model file not found: {config.model}")

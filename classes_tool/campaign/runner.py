@@ -546,7 +546,8 @@ class _TargetRun:
         local, inputs = q // m, q % m
         f0, f1 = int(local[0]), int(local[-1]) + 1
         sites = generate_sites(plan.error_model, plan.name, campaign.loaded.shapes[plan.name],
-                               self.value_range, f1 - f0, cfg.seed, first=f0)
+                               self.value_range, f1 - f0, cfg.seed, first=f0,
+                               out_of_range=cfg.out_of_range)
         faults = [{"fault_index": plan.offset + f, "target": plan.name,
                    "pattern": sites.patterns[f - f0],
                    "params": {"site": f, "error_model": sites.error_model,

@@ -73,6 +73,7 @@ class SiteSet:
     values: np.ndarray
     splits: np.ndarray
     patterns: list[str] = field(default_factory=list)
+    out_of_range: str = "bounded"  # how its out-of-range values were drawn (OUT_OF_RANGE_MODES)
 
     def __len__(self) -> int:
         return len(self.splits) - 1
@@ -88,7 +89,7 @@ class SiteSet:
     def meta(self) -> dict[str, Any]:
         return {"target": self.target, "error_model": self.error_model,
                 "shape": list(self.shape), "value_range": list(self.value_range),
-                "seed": self.seed, "patterns": self.patterns}
+                "seed": self.seed, "patterns": self.patterns, "out_of_range": self.out_of_range}
 
 
 class _Choice:
@@ -413,7 +414,7 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
         return SiteSet(target=target, error_model=model.name,
                        shape=tuple(int(d) for d in shape), value_range=(low, high),
                        seed=int(seed), positions=drawn[0], values=drawn[1], splits=drawn[2],
-                       patterns=drawn[3])
+                       patterns=drawn[3], out_of_range=out_of_range)
     positions, values, lengths, patterns = [], [], [], []
     for rng in _site_rngs(seed, target, first, count):
         pattern, pos, val = plan.draw(rng, hwc, low, high, out_of_range)
@@ -426,7 +427,7 @@ def generate_sites(model: ErrorModel, target: str, shape: tuple[int, ...],
                    value_range=(low, high), seed=int(seed),
                    positions=np.concatenate(positions).astype(np.int32),
                    values=np.concatenate(values).astype(np.float32), splits=splits,
-                   patterns=patterns)
+                   patterns=patterns, out_of_range=out_of_range)
 
 
 def save_sites(path: str | Path, site_sets: list[SiteSet]) -> None:
@@ -513,6 +514,10 @@ def _checked_site_set(m: dict[str, Any], i: int, data: dict[str, np.ndarray], ba
         k = int(np.argmax((positions < 0) | (positions >= size)))
         raise UserError(f"{where} ('{m['target']}'): position {int(positions[k])} lies outside "
                         f"its output of {size} elements (shape {tuple(shape)})")
+    out_of_range = m.get("out_of_range", "bounded")  # files written before it was recorded
+    if out_of_range not in OUT_OF_RANGE_MODES:
+        raise UserError(f"{where}: meta 'out_of_range' must be one of "
+                        f"{', '.join(OUT_OF_RANGE_MODES)}, got {out_of_range!r}")
     patterns = m["patterns"]
     if patterns and (len(patterns) != len(splits) - 1 or not all(isinstance(t, str)
                                                                   for t in patterns)):
@@ -522,4 +527,5 @@ def _checked_site_set(m: dict[str, Any], i: int, data: dict[str, np.ndarray], ba
                    value_range=(float(low_high[0]), float(low_high[1])), seed=m["seed"],
                    positions=positions.astype(np.int64, copy=False)
                    if positions.dtype.kind == "u" else positions,
-                   values=values, splits=splits, patterns=list(patterns))
+                   values=values, splits=splits, patterns=list(patterns),
+                   out_of_range=out_of_range)
