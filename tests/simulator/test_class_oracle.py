@@ -8,8 +8,14 @@ code with the generators or with `patterns.classify`.
 For every shipped error model, every spatial class and every parameter set, sites are drawn on
 several layer shapes and at least 99% must be classified as the class that drew them. A few
 (class, shape) pairs cannot exist by definition (a block of 16 on a 3x3 map, alternated blocks
-of 32 on a map of under 65 positions, a quasi-shattered tensor with two channels, ...): the
-oracle finds them itself (see `_possible`) and they are reported, not counted.
+of 32 on a map of under 65 positions, a quasi-shattered tensor with two channels, two positions
+4 apart on a 2x2 map, a channel more than half full that is always a block, ...): the oracle
+finds them itself from the definitions (see `_possible`) and they are reported, not counted.
+The pairs that can exist but that the generators do not yet reach 99% on are in `KNOWN_SHORT`,
+each with its reason and the share it must keep.
+
+Cost: 2,000 sites per (model, class, parameter set, shape), about 80 s on 2 cores with the
+compiled site generator (`classes-tool build-native`); the oracle itself is most of it.
 """
 
 from __future__ import annotations
@@ -27,22 +33,28 @@ SITES = 2000
 SHAPES = [(10, 10, 2), (5, 7, 3), (3, 3, 16), (4, 4, 64), (9, 12, 16), (2, 2, 3)]
 
 
-#: (shape, model, class) still below 99% (open, issue 17): on a 4x4 map a full channel of
-#: 9-16 errors is always a block and a 3x3 rectangle fills more than half of it (so these cannot
-#: exist there, but `_possible` does not say so yet); dense shattered spans of 11-64 errors are
-#: blocks, so bias_add's shattered/quasi-shattered sets (spans of 5-25 at 90-100%) often come out
-#: multi_channel_block; quasi-shattered on 3 channels sometimes shares a position in all three.
+#: (shape, model, class, parameter set) still below 99% although the class can exist there
+#: (open generator work, issue 17), each with the share it reaches (the test fails below it).
+_DENSE_SPANS = ("dense spans of 11-32 errors are blocks of their own, so a site whose every "
+                "channel holds one (or lies in the leader's block) is a multi-channel block")
 KNOWN_SHORT = {
-    ((4, 4, 64), "batchnorm", "full_channels"), ((4, 4, 64), "conv_gemm", "full_channels"),
-    ((4, 4, 64), "conv_gemm", "rectangles"), ((4, 4, 64), "conv_gemm", "shattered_channel"),
-    ((4, 4, 64), "bias_add", "quasi_shattered_channel"),
-    ((10, 10, 2), "bias_add", "shattered_channel"), ((5, 7, 3), "bias_add", "shattered_channel"),
-    ((9, 12, 16), "bias_add", "shattered_channel"),
-    ((3, 3, 16), "bias_add", "quasi_shattered_channel"),
-    ((5, 7, 3), "bias_add", "quasi_shattered_channel"),
-    ((9, 12, 16), "bias_add", "quasi_shattered_channel"),
-    ((5, 7, 3), "avgpool", "quasi_shattered_channel"),
-    ((5, 7, 3), "maxpool", "quasi_shattered_channel"),
+    # the 3x3 rectangle (height/width 2) fills more than half of a 4x4 map in every channel, so
+    # it is full_channels; a rectangle may miss 2 cells, so one channel of 7 or 8 would do
+    ((4, 4, 64), "conv_gemm", "rectangles", 0): (0.0, "rectangle over half the map"),
+    # spans 2-96 wide at 90-100% on a 16-position map: a span of 11+ errors is a block
+    ((4, 4, 64), "conv_gemm", "shattered_channel", 1): (0.0, _DENSE_SPANS),
+    ((10, 10, 2), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
+    ((5, 7, 3), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
+    ((9, 12, 16), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
+    ((5, 7, 3), "bias_add", "quasi_shattered_channel", 0): (0.67, _DENSE_SPANS),
+    ((9, 12, 16), "bias_add", "quasi_shattered_channel", 0): (0.69, _DENSE_SPANS),
+    ((4, 4, 64), "bias_add", "quasi_shattered_channel", 0): (0.75, _DENSE_SPANS),
+    # three channels on a 35- or 9-position map: the drifting spans still meet in all three
+    # (shattered) or form blocks, 16 draws do not always find a quasi-shattered one
+    ((3, 3, 16), "bias_add", "quasi_shattered_channel", 0): (0.95, "spans meet in all"),
+    ((5, 7, 3), "avgpool", "quasi_shattered_channel", 0): (0.97, "spans meet in all"),
+    ((5, 7, 3), "avgpool", "quasi_shattered_channel", 1): (0.94, "spans meet in all"),
+    ((5, 7, 3), "maxpool", "quasi_shattered_channel", 0): (0.97, "spans meet in all"),
 }
 
 
@@ -138,10 +150,34 @@ def oracle(errors: set[tuple[int, int, int]], shape: tuple[int, int, int]) -> st
     return "multiple_channels_uncategorized"
 
 
+def _choices(value):
+    """The values a parameter may take (a RANDOM entry's choices, or itself)."""
+    return value["RANDOM"] if isinstance(value, dict) else [value]
+
+
+def _always_a_block(count: int, area: int) -> bool:
+    """Whether any `count` errors of one channel of a map of `area` positions form a block: the
+    block size the count implies fits the map, and no two positions lie farther apart."""
+    size = 16 if 10 < count <= 16 else 32 if 16 < count <= 32 else 64 if 32 < count <= 64 else 0
+    return bool(size) and area - 1 <= size <= area
+
+
 def _possible(name: str, keys: dict, shape: tuple[int, int, int]) -> str | None:
-    """Why `name` cannot exist on `shape` with these parameters (None: it can)."""
+    """Why `name` cannot exist on `shape` with these parameters (None: it can), from the
+    definitions alone: what the class needs, and what a class tried before it takes."""
     height, width, nchan = shape
     area = height * width
+    if name == "skip_4" and area < 5:
+        return "two positions 4 apart need 5 map positions"
+    if name == "full_channels":
+        # a channel is full with more than half of the map; the percentage bin gives its count
+        counts = set()
+        for low, high in _choices(keys.get("avg_channel_corruption_pct", [100, 100])):
+            least = area // 2 + 1
+            counts |= set(range(max(least, round(area * low / 100)),
+                                max(least, min(area, round(area * high / 100))) + 1))
+        if all(_always_a_block(k, area) for k in counts):
+            return f"{min(counts)}-{max(counts)} errors of a {area}-position channel are a block"
     multi = {"bullet_wake": 2, "multi_channel_block": 2, "shattered_channel": 2,
              "quasi_shattered_channel": 3, "multiple_channels_uncategorized": 2}
     if nchan < multi.get(name, 1):
@@ -183,6 +219,20 @@ def _cases():
                 yield model_name, name, i
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_sites(tmp_path_factory):
+    """The compiled site generator (the same sites as Python, bit for bit, tested in
+    test_native_sites.py), built here when a compiler exists: ~6x less time than Python."""
+    from classes_tool.simulator import native_sites
+
+    with pytest.MonkeyPatch.context() as m:
+        if native_sites.compiler() is not None and native_sites.load() is None:
+            m.setenv("CLASSES_TOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
+            m.delenv("CLASSES_TOOL_NATIVE", raising=False)
+            native_sites.build()
+        yield
+
+
 def _positions_to_errors(pos, shape):
     height, width, nchan = shape
     return {(int(p) % nchan, int(p) // nchan // width, int(p) // nchan % width) for p in pos}
@@ -213,7 +263,8 @@ def test_every_site_is_its_own_class(shape):
         share = got[name] / SITES
         others = ", ".join(f"{k} {v}" for k, v in got.most_common() if k != name)
         lines.append(f"{model_name:13} {name:33} [{i:2}] {100 * share:6.2f}%  {others}")
-        if share < 0.99 and (shape, model_name, name) not in KNOWN_SHORT:
+        floor, _ = KNOWN_SHORT.get((shape, model_name, name, i), (0.99, ""))
+        if share < floor:
             bad.append(lines[-1])
     report = "\n".join(lines)
     print(f"shape {shape}\n{report}\nnot possible on this shape:\n" + "\n".join(skipped))
