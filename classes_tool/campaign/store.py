@@ -222,6 +222,12 @@ class _Probed(Exception):
     """Rolls back the write that `ResultStore._claim` makes to see that it can write."""
 
 
+#: Campaign keys stored only when they differ from their default (so that stores made before
+#: they existed still resume); a resume whose config lacks one that is stored is refused.
+OPTIONAL_IDENTITY_KEYS = ("sizing", "pilot_faults", "max_faults", "input_set", "out_of_range",
+                          "shared", "pilot_faults_per_target", "max_faults_per_target")
+
+
 class ResultStore:
     """Durable campaign results in one SQLite file (see the module docstring).
 
@@ -455,6 +461,13 @@ class ResultStore:
                     raise UserError(f"{self.path} was created with a different config: key "
                                     f"{key!r} differs (stored {stored.get(key, '<absent>')!r}, "
                                     f"given {given[key]!r}); use a new output folder")
+            # a key the campaign writes only when it is not the default (sizing: adaptive,
+            # input_set: sample, ...): stored but not given means the config went back to the
+            # default, which is a different campaign too
+            for key in sorted((set(stored) - set(given)) & set(OPTIONAL_IDENTITY_KEYS)):
+                raise UserError(f"{self.path} was created with a different config: key "
+                                f"{key!r} differs (stored {stored[key]!r}, given <absent>); use "
+                                "a new output folder")
             return
         with self._transaction():
             self._conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",

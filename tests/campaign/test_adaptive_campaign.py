@@ -169,3 +169,21 @@ def test_old_stores_read_as_independent_faults_on_fixed_inputs():
     assert (design.confidence, design.inputs, design.anytime, design.without_replacement) == (
         0.99, "fixed", False, False)
     assert design_from_meta({"target": "systolic"}).without_replacement
+
+
+@pytest.mark.parametrize("first, then", [
+    ({"sizing": "adaptive"}, {"sizing": "fixed", "pilot_faults": None, "margin": 0.15}),
+    ({"sizing": "fixed", "pilot_faults": None, "input_set": "sample"},
+     {"sizing": "fixed", "pilot_faults": None}),
+])
+def test_resume_refuses_a_config_that_went_back_to_a_default(tmp_path, capsys, first, then):
+    """Keys written only when not the default must still be compared: a store made with
+    sizing: adaptive (or input_set: sample) is not resumed by a config without them."""
+    out = tmp_path / "run"
+    assert main(["campaign", str(_config(tmp_path, "a.yaml", **first)), "--out", str(out),
+                 "--quiet"]) == 0
+    before = _rows(out / "results.db")
+    assert main(["campaign", str(_config(tmp_path, "b.yaml", **then)), "--out", str(out),
+                 "--resume", "--quiet"]) == 2
+    assert "was created with a different config" in capsys.readouterr().err
+    assert _rows(out / "results.db") == before
