@@ -27,7 +27,7 @@ from common import random_images, resnet_cifar  # noqa: E402
 import classes_tool.distributed.ray_executor as ray_executor  # noqa: E402
 from classes_tool.campaign.runner import Campaign  # noqa: E402
 
-FAULTS = 400
+FAULTS = 1200
 INPUTS = 32
 
 
