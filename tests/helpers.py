@@ -15,6 +15,17 @@ FIXTURES = ROOT / "tests" / "fixtures"
 MODELS = ROOT / "models"
 
 
+def stored_rows(db) -> list[tuple]:
+    """Every stored row of a layer campaign with its fault's target, pattern and params, in
+    (fault, input) order: what two runs that must agree are compared by."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT r.*, f.target, f.pattern, f.params FROM results r JOIN "
+                            "faults f USING (fault_index) ORDER BY fault_index, "
+                            "input_index").fetchall()
+
+
 def branching_model(seed: int = 0) -> keras.Model:
     """Two inputs, a layer with three consumers, Add and Concatenate merges, two outputs."""
     keras.utils.set_random_seed(seed)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import MODELS
+from helpers import stored_rows as _rows
 
 from classes_tool.campaign.estimates import design_from_meta
 from classes_tool.campaign.intervals import fault_mean_interval
@@ -29,13 +30,6 @@ def _config(tmp_path, name="c.yaml", **extra):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _rows(db):
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT r.*, f.target, f.pattern, f.params FROM results r JOIN "
-                            "faults f USING (fault_index) ORDER BY fault_index, "
-                            "input_index").fetchall()
 
 
 def test_adaptive_campaign_reaches_the_margin_in_stages(tmp_path):

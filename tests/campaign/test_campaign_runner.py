@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import MODELS
+from helpers import stored_rows as _rows
 
 import classes_tool
 from classes_tool.campaign.runner import Campaign, suffix_graph
@@ -31,13 +32,6 @@ def _config(tmp_path, **extra):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _rows(db):
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT r.*, f.target, f.pattern, f.params FROM results r JOIN "
-                            "faults f USING (fault_index) ORDER BY fault_index, "
-                            "input_index").fetchall()
 
 
 def test_suffix_graph_reads_every_tensor_it_needs():

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 from helpers import MODELS
+from helpers import stored_rows as _rows
 
 from classes_tool.campaign.runner import Campaign, _TargetRun
 from classes_tool.cli import main
@@ -29,13 +30,6 @@ def _config(tmp_path, name="c.yaml", **extra):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _rows(db):
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT r.*, f.target, f.pattern, f.params FROM results r JOIN "
-                            "faults f USING (fault_index) ORDER BY fault_index, "
-                            "input_index").fetchall()
 
 
 def test_two_workers_store_the_rows_one_process_stores(tmp_path):
