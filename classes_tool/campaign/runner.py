@@ -52,7 +52,6 @@ from classes_tool.campaign.outcomes import (
 from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.campaign.store import (
     CONTENT_HASHES,
-    DATABASE_FILE_SUFFIXES,
     ResultStore,
     content_hashes,
 )
@@ -666,23 +665,3 @@ def prefetched(fn, items: Iterable, depth: int, low_priority: bool = True) -> It
             for item in itertools.islice(items, 1):
                 ahead.append(pool.submit(fn, item))
             yield result
-
-
-def discard_if_empty(db_path: Path, remove_folder: bool) -> None:
-    """Delete a result database that holds no result row (and its folder, when the run created
-    it and nothing else is in it): a campaign that failed before storing anything must not make
-    the next run ask for --resume."""
-    if db_path.is_file() and db_path.stat().st_size:
-        try:
-            with ResultStore(db_path, must_exist=True) as store:  # a reader: read-only
-                if store.count():
-                    return
-        except UserError:  # not a result database after all: not ours to delete
-            return
-    for suffix in DATABASE_FILE_SUFFIXES:
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    if remove_folder:
-        try:
-            db_path.parent.rmdir()
-        except OSError:  # not empty (or gone): leave it
-            pass
