@@ -17,7 +17,7 @@ import numpy as np
 
 from classes_tool.data import finite_inputs, read_npz
 from classes_tool.errors import UserError
-from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.files import atomic_path, refuse_inputs_as_output, write_text_atomic
 from classes_tool.quant.calibration import attach_grid, read_grid
 from classes_tool.quant.config import (
     FaultInjectionConfig,
@@ -154,12 +154,17 @@ def plot_sweep(summary: list[dict], rows: list[dict], path: str | Path, title: s
     return path
 
 
+def sweep_outputs(out_dir: str | Path) -> dict[str, Path]:
+    """The files a sweep writes into `out_dir`."""
+    out = Path(out_dir)
+    return {"csv": out / "sweep.csv", "summary_csv": out / "sweep_summary.csv",
+            "png": out / "sweep.png", "statistics": out / "sweep_statistics.json"}
+
+
 def write_sweep(rows: list[dict], stats: dict, out_dir: str | Path, title: str = "") -> dict[str, Path]:
     """sweep.csv (one row per point and seed), sweep_summary.csv, sweep.png, sweep_statistics.json."""
-    out = Path(out_dir)
     summary = summarize(rows)
-    paths = {"csv": out / "sweep.csv", "summary_csv": out / "sweep_summary.csv",
-             "png": out / "sweep.png", "statistics": out / "sweep_statistics.json"}
+    paths = sweep_outputs(out_dir)
     write_text_atomic(paths["csv"], _csv(rows))
     write_text_atomic(paths["summary_csv"], _csv(summary))
     plot_sweep(summary, rows, paths["png"], title)
@@ -256,6 +261,10 @@ def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilit
     if model_path is not None and not Path(model_path).is_file():
         raise UserError(f"model file not found: {model_path}")
     model_path = model_path or run.model
+    inputs = {"config": source, "model": model_path, "test data": run.test_data,
+              "training data": run.train_data}
+    for output in sweep_outputs(out_dir).values():  # before any work: never over an input
+        refuse_inputs_as_output(output, inputs)
     model = load_model(model_path)
     x, y = load_npz(data_path)
     x = fit_data_to_model(model, x, y, data_path, model_path)

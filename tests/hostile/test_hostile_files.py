@@ -190,3 +190,21 @@ def test_sites_file_contents_are_checked(hostile, model, sites_file, tmp_path, k
 def test_a_good_sites_file_still_loads(sites_file):
     (site_set,) = load_sites(sites_file)
     assert len(site_set) == 4 and site_set.positions.max() < np.prod(site_set.shape)
+
+
+def test_sweep_output_that_is_one_of_its_inputs(hostile, tmp_path):
+    """`sweep --out DIR` writes sweep.csv, sweep_summary.csv, sweep.png and
+    sweep_statistics.json there; a data file of that name in DIR is refused before any work."""
+    import shutil
+
+    from helpers import MODELS
+
+    out = tmp_path / "out"
+    out.mkdir()
+    data = out / "sweep.csv"  # the test data, named like the sweep's own table
+    shutil.copy(MODELS / "digits_test.npz", data)
+    config = tmp_path / "q.yaml"
+    config.write_text(f"model: {MODELS / 'digits_cnn.h5'}\ndata:\n  test: {data}\n"
+                      "fault_injection:\n  enabled: true\n  probability: 5.0\n")
+    hostile.run(["sweep", config, "--sweep-prob", "1", "--seeds", "1", "--out", out],
+                inputs=[data, config], watch=[out], expect="is the input test data")
