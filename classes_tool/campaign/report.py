@@ -191,7 +191,7 @@ def _plot_outcomes(rows: list[dict[str, Any]], path: Path, confidence: float = 0
     for y, r in zip(ys, rows[::-1], strict=True):
         ax.text(101, y, f"SDC-1 {_pct(r['critical_sdc_rate'], 1)} "
                         f"[{100 * r['critical_sdc_ci_low']:.1f}, {100 * r['critical_sdc_ci_high']:.1f}]"
-                        f"  n={r['evaluations']}",
+                        f"  {r['faults']} faults x {r.get('inputs', '?')} inputs",
                 va="center", fontsize=8)
     ax.set_yticks(ys, names, fontsize=9)
     # the axes run on past 100 % to hold the per-bar annotations without layout tricks
