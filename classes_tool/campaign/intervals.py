@@ -199,8 +199,10 @@ def betting_interval(x, confidence: float = 0.95, population: int | None = None,
     lo_i, hi_i = int(idx[0]), int(idx[-1])
 
     def refine(inside: float, outside: float) -> float:
-        """The boundary between an accepted and a rejected mean, to about 1e-9: a few rounds
-        of a 32-point search (each one vectorised call), ending on the rejected side."""
+        """The boundary between an accepted and a rejected mean: four rounds of a 17-point
+        search (each one vectorised call) shrink the grid's bracket 65536 times (a few parts in
+        a million of the half-width), ending on the rejected side, so the interval is never
+        narrower than the exact one."""
         for _ in range(_REFINE_ROUNDS):
             points = np.linspace(inside, outside, _REFINE_POINTS)
             ok_points = accepted(points)
