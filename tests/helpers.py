@@ -26,6 +26,29 @@ def stored_rows(db) -> list[tuple]:
                             "input_index").fetchall()
 
 
+def wait_for_rows(db, count: int, proc=None, timeout: float = 120.0,
+                  pause: float = 0.05) -> int:
+    """Poll a campaign's result database until it holds `count` rows, `proc` (a running
+    campaign) has ended, or `timeout` seconds have passed; returns the rows seen last (a test
+    that kills a campaign mid-run waits for this)."""
+    import sqlite3
+    import time
+
+    deadline = time.time() + timeout
+    stored = 0
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        if Path(db).exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+            if stored >= count:
+                break
+        time.sleep(pause)
+    return stored
+
+
 def branching_model(seed: int = 0) -> keras.Model:
     """Two inputs, a layer with three consumers, Add and Concatenate merges, two outputs."""
     keras.utils.set_random_seed(seed)

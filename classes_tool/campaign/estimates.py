@@ -34,6 +34,7 @@ import numpy as np
 
 from classes_tool.campaign.adaptive import AdaptiveSizing, schedule, sizing_from_meta
 from classes_tool.campaign.intervals import (
+    NO_DATA,
     Interval,
     crossed_interval,
     fault_mean_interval,
@@ -102,6 +103,11 @@ class FaultTable:
     evaluations: np.ndarray  # (n,) rows per fault
     #: crossed designs only: {target: (m, len(RATES)) counts per input over complete faults}
     input_sums: dict[str, np.ndarray] | None = None
+
+    def take(self, index) -> FaultTable:
+        """The faults at `index` (a mask or a slice), with the same input sums."""
+        return FaultTable(self.faults[index], self.targets[index], self.counts[index],
+                          self.evaluations[index], self.input_sums)
 
 
 def read_fault_tables(conn: sqlite3.Connection, expr: str, args: Sequence[Any] = (),
@@ -175,12 +181,11 @@ def estimate(table: FaultTable, design: Design, inputs: int | None = None,
     input_sums = (None if table.input_sums is None or not names else
                   table.input_sums.get(names[0]))
     n = int(complete.sum())
-    margins, variances = [], []
+    margins = []
     for j, name in enumerate(RATES):
         k = table.counts[complete, j]
         if n == 0 or m == 0:
-            per_eval = Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
-            per_fault = Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
+            per_eval = per_fault = NO_DATA
         else:
             x = k / m
             if design.inputs == INPUTS_SAMPLE and input_sums is not None:
@@ -200,11 +205,7 @@ def estimate(table: FaultTable, design: Design, inputs: int | None = None,
         row[f"{name}_fault_ci_high"] = per_fault.high
         if name in OUTCOMES:
             margins.append(per_eval.half_width)
-            if n:
-                x = k / m
-                variances.append((0.25 + float(np.sum((x - x.mean()) ** 2))) / (n + 1))
     row["margin_achieved"] = max(margins) if margins and n else math.nan
-    row["largest_variance"] = max(variances) if variances else math.nan
     return row
 
 
@@ -213,11 +214,7 @@ def _combined(table: FaultTable, design: Design, m: int, names: list) -> dict[st
     (a stratum), then combined by `stratified_interval`."""
     parts = []
     for name in names:
-        keep = table.targets == name
-        part = FaultTable(table.faults[keep], table.targets[keep], table.counts[keep],
-                          table.evaluations[keep])
-        part.input_sums = table.input_sums
-        parts.append(estimate(part, design, m))
+        parts.append(estimate(table.take(table.targets == name), design, m))
     row: dict[str, Any] = {"faults": int(len(table.faults)),
                            "evaluations": int(table.evaluations.sum()),
                            "complete_faults": int(sum(p["complete_faults"] for p in parts)),
@@ -243,7 +240,6 @@ def _combined(table: FaultTable, design: Design, m: int, names: list) -> dict[st
                     margins.append(combined.half_width)
         row[f"{name}_faults_hit"] = int(sum(p[f"{name}_faults_hit"] for p in parts))
     row["margin_achieved"] = max(margins) if margins and sum(sizes) else math.nan
-    row["largest_variance"] = max(p["largest_variance"] for p in parts)
     return row
 
 
@@ -257,18 +253,12 @@ def leading_complete(table: FaultTable, inputs: int) -> int:
     return int(len(good) if good.all() else np.argmin(good))
 
 
-def head(table: FaultTable, count: int) -> FaultTable:
-    """The group's first `count` faults."""
-    return FaultTable(table.faults[:count], table.targets[:count], table.counts[:count],
-                      table.evaluations[:count])
-
-
 def target_schedule(table: FaultTable, design: Design, sizing: AdaptiveSizing, inputs: int
                     ) -> tuple[list[int], bool]:
     """The stages an adaptive target ran (replayed from its rows, as the campaign decided
     them) and whether it finished."""
     def look(stages: list[int]) -> tuple[float, float]:
-        part = head(table, stages[-1])
+        part = table.take(slice(stages[-1]))
         row = estimate(part, design, inputs, stages)
         bets = 0.0
         if len(stages) == 1:  # the pilot: how many bets its spread asks for
@@ -278,6 +268,19 @@ def target_schedule(table: FaultTable, design: Design, sizing: AdaptiveSizing, i
         return row["margin_achieved"], bets
 
     return schedule(sizing, leading_complete(table, inputs), look)
+
+
+def stored_schedule(conn: sqlite3.Connection, target: str, first_fault: int, last_fault: int,
+                    design: Design, sizing: AdaptiveSizing, inputs: int
+                    ) -> tuple[list[int], bool]:
+    """`target_schedule` of the target whose faults have global indices first_fault ..
+    last_fault - 1, read from the store: what a campaign asks before each stage (the pilot
+    when nothing is stored yet)."""
+    table = read_fault_tables(conn, "f.target", where="r.fault_index >= ? AND r.fault_index < ?",
+                              where_args=(first_fault, last_fault)).get(target)
+    if table is None:
+        return [sizing.pilot], False
+    return target_schedule(table, design, sizing, inputs)
 
 
 def group_estimates(conn: sqlite3.Connection, design: Design, expr: str,

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classes_tool.campaign.stats import wilson_interval, z_value
+from classes_tool.campaign.stats import z_value
 
 #: The most a bet may stake of the capital: 1 + lambda (x - m) >= 1 - BET_CAP > 0.
 BET_CAP = 0.75
@@ -67,8 +67,9 @@ class Interval:
     def half_width(self) -> float:
         return (self.high - self.low) / 2.0
 
-    def as_tuple(self) -> tuple[float, float]:
-        return self.low, self.high
+
+#: What a group without a complete fault gets: no estimate, the whole unit interval.
+NO_DATA = Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
 
 
 def _alpha(confidence: float) -> float:
@@ -253,7 +254,7 @@ def fault_mean_interval(x, inputs: int, confidence: float = 0.95, population: in
     x = np.asarray(x, dtype=np.float64).ravel()
     n = len(x)
     if n == 0:
-        return Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
+        return NO_DATA
     low, high = betting_interval(x, confidence, population, anytime, stages)
     mean = float(x.mean())
     var = float(x.var(ddof=1)) / n if n > 1 else math.nan
@@ -269,7 +270,7 @@ def share_interval(hits, confidence: float = 0.95, population: int | None = None
     hits = np.asarray(hits, dtype=np.float64).ravel()
     n = len(hits)
     if n == 0:
-        return Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
+        return NO_DATA
     low, high = betting_interval(hits, confidence, population, anytime, stages)
     return Interval(float(hits.mean()), low, high, 1.0, float(n))
 
@@ -291,7 +292,7 @@ def crossed_interval(fault_sums, input_sums, confidence: float = 0.95) -> Interv
     b = np.asarray(input_sums, dtype=np.float64).ravel()
     n, m = len(a), len(b)
     if n == 0 or m == 0:
-        return Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
+        return NO_DATA
     if abs(float(a.sum()) - float(b.sum())) > 0.5:
         raise ValueError("fault and input sums disagree")
     nm = n * m
@@ -321,27 +322,13 @@ def stratified_interval(parts: Sequence[Interval], sizes: Sequence[int]) -> Inte
     keep = [(p, w) for p, w in zip(parts, sizes_a, strict=True) if w > 0 and
             math.isfinite(p.estimate)]
     if not keep:
-        return Interval(math.nan, 0.0, 1.0, math.nan, 0.0)
+        return NO_DATA
     total = sum(w for _, w in keep)
     est = sum(w * p.estimate for p, w in keep) / total
     low = sum(w * p.low for p, w in keep) / total
     high = sum(w * p.high for p, w in keep) / total
     n_eff = sum(p.effective_n for p, _ in keep if math.isfinite(p.effective_n))
     return Interval(est, max(0.0, low), min(1.0, high), math.nan, n_eff)
-
-
-def wilson_effective(k: float, n: float, confidence: float) -> tuple[float, float]:
-    """Wilson's score interval for a rate k/n where n may be fractional (an effective size)."""
-    if n <= 0:
-        return 0.0, 1.0
-    if float(n).is_integer() and float(k).is_integer():
-        return wilson_interval(int(k), int(n), confidence)
-    z = z_value(confidence)
-    phat = min(1.0, max(0.0, k / n))
-    z2n = z * z / n
-    centre = (phat + z2n / 2.0) / (1.0 + z2n)
-    half = z / (1.0 + z2n) * math.sqrt(phat * (1.0 - phat) / n + z2n / (4.0 * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -383,19 +370,6 @@ def t_interval(values, confidence: float = 0.95) -> Interval:
     mean = float(v.mean())
     if n == 1:
         return Interval(mean, math.nan, math.nan, math.nan, 1.0)
-    half = t_quantile(1.0 - (1.0 - _check_level(confidence)) / 2.0, n - 1) * float(
+    half = t_quantile(1.0 - _alpha(confidence) / 2.0, n - 1) * float(
         v.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, math.nan, float(n))
-
-
-def _check_level(confidence: float) -> float:
-    z_value(confidence)
-    return float(confidence)
-
-
-def per_evaluation_wilson(k: int, evaluations: int, confidence: float = 0.95) -> Interval:
-    """The interval the tool used to print: Wilson over all (fault, input) rows as if they were
-    independent trials. Kept only to show, in the tests, that it does not cover."""
-    low, high = wilson_interval(int(k), int(evaluations), confidence)
-    mean = k / evaluations if evaluations else math.nan
-    return Interval(mean, low, high, 1.0, float(evaluations))

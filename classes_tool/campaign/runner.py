@@ -40,7 +40,7 @@ import numpy as np
 
 from classes_tool.campaign.adaptive import AdaptiveSizing, sizing_for
 from classes_tool.campaign.config import CampaignConfig, parse_config, read_yaml
-from classes_tool.campaign.estimates import design_from_meta, read_fault_tables, target_schedule
+from classes_tool.campaign.estimates import design_from_meta, stored_schedule
 from classes_tool.campaign.outcomes import (
     CRITICAL_SDC,
     OUTCOMES,
@@ -316,13 +316,9 @@ class Campaign:
         design = design_from_meta(self.meta())
         first = 0
         while True:
-            table = read_fault_tables(
-                store.connection, "f.target", where="r.fault_index >= ? AND r.fault_index < ?",
-                where_args=(plan.offset, plan.offset + plan.faults)).get(plan.name)
-            if table is None:
-                stages, finished = [plan.adaptive.pilot], False
-            else:
-                stages, finished = target_schedule(table, design, plan.adaptive, m)
+            stages, finished = stored_schedule(store.connection, plan.name, plan.offset,
+                                               plan.offset + plan.faults, design, plan.adaptive,
+                                               m)
             if finished:
                 return stages[-1]
             last = stages[-1]

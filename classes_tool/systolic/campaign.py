@@ -277,11 +277,7 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     import keras  # heavy: only when a campaign really runs
 
     from classes_tool.campaign.adaptive import sizing_for
-    from classes_tool.campaign.estimates import (
-        design_from_meta,
-        read_fault_tables,
-        target_schedule,
-    )
+    from classes_tool.campaign.estimates import design_from_meta, stored_schedule
     from classes_tool.campaign.outcomes import classify
     from classes_tool.campaign.report import plot_heatmap, write_report
     from classes_tool.campaign.stats import leveugle_sample_size
@@ -404,12 +400,9 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
             design = design_from_meta(store.meta)
             first = 0
             while True:  # stages until the margin (see campaign.adaptive)
-                table = read_fault_tables(
-                    store.connection, "f.target",
-                    where="r.fault_index >= ? AND r.fault_index < ?",
-                    where_args=(offsets[name], offsets[name] + len(order))).get(name)
-                stages, finished = (target_schedule(table, design, sizing, len(x))
-                                    if table is not None else ([sizing.pilot], False))
+                stages, finished = stored_schedule(store.connection, name, offsets[name],
+                                                   offsets[name] + len(order), design, sizing,
+                                                   len(x))
                 if finished:
                     break
                 run_faults(first, stages[-1])

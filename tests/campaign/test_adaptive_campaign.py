@@ -6,12 +6,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import yaml
-from helpers import MODELS
+from helpers import MODELS, wait_for_rows
 from helpers import stored_rows as _rows
 
 from classes_tool.campaign.estimates import design_from_meta
@@ -77,16 +76,7 @@ def test_kill_9_then_resume_takes_the_same_stages(tmp_path):
                              "--out", str(crashed), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = crashed / "results.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:  # past the first target's pilot
-                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 900:
-                        break
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.05)
+    wait_for_rows(db, 900, proc)  # past the first target's pilot
     assert proc.poll() is None, "the campaign finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

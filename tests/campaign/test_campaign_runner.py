@@ -6,13 +6,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import yaml
-from helpers import MODELS
+from helpers import MODELS, wait_for_rows
 from helpers import stored_rows as _rows
 
 import classes_tool
@@ -194,18 +193,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
                              "--out", str(crashed), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = crashed / "results.db"
-    deadline = time.time() + 120
-    stored = 0
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:
-                    stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                stored = 0
-            if stored >= 400:
-                break
-        time.sleep(0.05)
+    wait_for_rows(db, 400, proc)
     assert proc.poll() is None, "the campaign finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -3,7 +3,6 @@ mid-campaign, the driver killed then resumed, a failing unit, an unreachable clu
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -11,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from helpers import MODELS
+from helpers import MODELS, wait_for_rows
 from helpers import stored_rows as _rows
 
 from classes_tool.campaign.runner import Campaign, _TargetRun
@@ -63,17 +62,8 @@ def test_a_worker_killed_mid_campaign_loses_nothing(tmp_path):
         if executor is None:
             return
         pid = ray.get(executor.actors[0].pid.remote())
-        stored = 0
-        while time.time() < deadline:  # once some rows are stored, mid-campaign
-            if remote.db_path.exists():
-                try:
-                    with sqlite3.connect(remote.db_path) as conn:
-                        stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-                        if stored >= 200:
-                            break
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(0.02)
+        stored = wait_for_rows(remote.db_path, 200, timeout=deadline - time.time(),
+                               pause=0.02)  # once some rows are stored, mid-campaign
         os.kill(pid, signal.SIGKILL)
         killed.append(stored)
 
@@ -98,16 +88,7 @@ def test_the_driver_killed_then_resume_ends_with_the_same_rows(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     db = crashed / "results.db"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:
-                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 300:
-                        break
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.05)
+    wait_for_rows(db, 300, proc, timeout=300)
     assert proc.poll() is None, "the campaign finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
