@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import random_images, resnet_cifar  # noqa: E402
 
+import classes_tool.campaign.runner as runner  # noqa: E402
 import classes_tool.distributed.ray_executor as ray_executor  # noqa: E402
 from classes_tool.campaign.runner import Campaign  # noqa: E402
 
@@ -57,34 +58,23 @@ def run(config: dict, out: Path, **options) -> tuple[float, dict]:
 
 
 class FakeWorker:
-    """Returns rows shaped like a real unit's, for any unit, without computing anything."""
+    """A worker's state that returns rows shaped like a real unit's, for any unit, without
+    computing anything (what `LayerWorker` would return)."""
 
-    def __init__(self, inputs: int, name: str, offset: int):
-        self.inputs, self.name, self.offset = inputs, name, offset
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
+    def __init__(self, config, ranges, paths):
+        self.inputs = INPUTS
 
     def compute(self, target: int, unit):
         q = np.arange(*unit)
         local, inputs = q // self.inputs, q % self.inputs
         n = len(q)
-        faults = [{"fault_index": self.offset + int(f), "target": self.name,
+        faults = [{"fault_index": int(f), "target": "s1b0_conv1",
                    "pattern": "single", "params": {"site": int(f)}}
                   for f in np.unique(local)]
         classified = {"outcome": np.zeros(n, np.int32), "sdc5": np.zeros(n, bool),
                       "rel_error": np.zeros(n), "faulty_top1": np.zeros(n, np.int64),
                       "golden_top1": np.zeros(n, np.int64)}
-        return local, inputs, faults, classified, 0.0
-
-
-class FakeExecutor(ray_executor.RayExecutor):
-    def _new_actor(self):
-        plan = self.campaign.plans[0]
-        cls = self.ray.remote(num_cpus=0)(FakeWorker)
-        return cls.remote(self.campaign.n_inputs, plan.name, plan.offset)
+        return local, inputs, faults, classified
 
 
 def main() -> None:
@@ -114,14 +104,14 @@ def main() -> None:
               f"({stats_2['units']} units of {config['batch_size']} pairs)")
         worker_rate = evals / work_1
 
-        ray_executor_class = ray_executor.RayExecutor
-        ray_executor.RayExecutor = FakeExecutor
+        real_worker = runner.LayerWorker
+        runner.LayerWorker = FakeWorker  # what the driver sends its actors to build
         try:
             fake = campaign_config(model, data, faults=20_000)
             _, stats_f = run(fake, tmp / "fake", workers=8, threads_per_worker=1)
             fed = 20_000 * INPUTS / stats_f["run_s"]
         finally:
-            ray_executor.RayExecutor = ray_executor_class
+            runner.LayerWorker = real_worker
         print(f"  one driver committed {fed:.0f} rows/s from 8 fake workers; 64 workers of this "
               f"model would produce {64 * worker_rate:.0f} rows/s ({worker_rate:.0f} per worker "
               f"of one thread): {'enough' if fed >= 64 * worker_rate else 'NOT enough'}")

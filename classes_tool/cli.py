@@ -1,8 +1,9 @@
 """`classes-tool`: a thin shell over the Python API.
 
-Each command parses its arguments, calls one function, and maps a `UserError` to a one-line
-message on stderr with exit code 2 (bugs keep their traceback). Heavy imports happen inside the
-commands so `--help` stays fast.
+The parsers are here; what each command does is in `classes_tool.commands` (one call into the
+Python API each). An expected failure becomes a one-line message on stderr with exit code 2
+(bugs keep their traceback). TensorFlow is loaded only by the commands that need it, so
+`--help` and `report` start fast.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from classes_tool.errors import UserError, expected_failure
-from classes_tool.files import refuse_inputs_as_output
+from classes_tool import commands
+from classes_tool.errors import expected_failure
 
 EXIT_USER_ERROR = 2
 
@@ -77,6 +78,8 @@ def seed_argument(text: str) -> int:
 #: Sites per target above this are refused: each site is stored in the patched model's weights,
 #: and drawing 10**11 of them would run for hours and fill the memory before failing.
 MAX_SITES = 10_000_000
+
+
 #: sites.OUT_OF_RANGE_MODES, written out so that parsing arguments does not import NumPy
 OUT_OF_RANGE_MODES = ("bounded", "bit_pattern")
 
@@ -93,83 +96,14 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def cmd_describe(args: argparse.Namespace) -> None:
-    import json
-
-    from classes_tool import patcher
-
-    if args.output:
-        refuse_inputs_as_output(args.output, {"model": args.model})
-    description = patcher.describe(patcher.load(args.model, args.input_shape))
-    if args.output:
-        patcher.write_json(description, args.output)
-        print(f"wrote {args.output} ({len(description['nodes'])} nodes)")
-    else:
-        print(json.dumps(description, indent=2))
-
-
-def cmd_sites(args: argparse.Namespace) -> None:
-    from classes_tool import patcher
-    from classes_tool.simulator.sites import save_sites
-
-    _site_defaults(args)
-    refuse_inputs_as_output(args.output, _site_inputs(args))
-    loaded = patcher.load(args.model, args.input_shape)
-    targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
-    site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
-                                   args.calibration, args.range, args.out_of_range)
-    save_sites(args.output, site_sets)
-    for s in site_sets:
-        print(f"{s.target}: {len(s)} sites from '{s.error_model}', range "
-              f"[{s.value_range[0]:.4g}, {s.value_range[1]:.4g}], shape {s.shape}")
-    print(f"wrote {args.output}")
-
-
-def _site_inputs(args: argparse.Namespace) -> dict[str, object]:
-    """The files a sites or patch command reads (none of them may be its output)."""
-    error_model = args.error_model
-    return {"model": args.model, "calibration data": args.calibration,
-            "sites file": getattr(args, "sites_file", None),
-            "error model": error_model if error_model and error_model.endswith(".json") else None}
-
-
-#: Defaults of the site options, filled in after parsing so that `patch --sites-file` can tell
-#: an option the user gave (and that the file's sites would silently override) from a default.
-SITE_DEFAULTS = {"sites": 1000, "seed": 0, "error_model": "auto", "out_of_range": "bounded"}
-
-
-def _site_defaults(args: argparse.Namespace) -> None:
-    for key, value in SITE_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-
-
-def cmd_patch(args: argparse.Namespace) -> None:
-    from classes_tool import patcher
-
-    if args.sites_file:
-        given = [f"--{key.replace('_', '-')}" for key in
-                 ("sites", "seed", "error_model", "range", "calibration", "out_of_range")
-                 if getattr(args, key) is not None]
-        if given:
-            raise UserError(f"--sites-file brings its own sites; {', '.join(given)} would be "
-                            "ignored: leave it out, or draw new sites without --sites-file")
-    _site_defaults(args)
-    refuse_inputs_as_output(args.output, _site_inputs(args))
-    result = patcher.patch(args.model, args.output, args.after, args.after_type,
-                           args.error_model, args.sites, args.seed, args.sites_file,
-                           args.calibration, args.range, active=not args.inactive,
-                           input_shapes=args.input_shape, out_of_range=args.out_of_range)
-    for target in result["targets"]:
-        print(f"{target}: ErrorSimulator with {result['sites'][target]} sites "
-              f"('{result['error_models'][target]}')")
-    print(f"wrote {result['output']}")
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from classes_tool.demo import run_demo
-
-    run_demo(quiet=args.quiet)
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
 
 
 def _add_model_selection(p: argparse.ArgumentParser) -> None:
@@ -201,6 +135,74 @@ def _add_site_options(p: argparse.ArgumentParser) -> None:
                         "bit_pattern (random float32 bits, as the CLASSES reference simulator)")
 
 
+def _add_campaign(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("campaign", help="run a fault-injection campaign from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted campaign")
+    p.add_argument("--out", help="output folder (overrides the config)")
+    p.add_argument("--seed", type=seed_argument, help="seed (overrides the config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    p.add_argument("--workers", type=_positive, help="run on a local Ray runtime with this many "
+                   "workers (needs classes-tool[distributed])")
+    p.add_argument("--address", help="run on the Ray cluster at this address ('auto': the one "
+                   "started on this machine with 'ray start')")
+    p.add_argument("--threads-per-worker", type=_positive,
+                   help="TensorFlow threads of each worker (default: cores / workers)")
+    p.set_defaults(func=commands.cmd_campaign)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="tables and plots from a campaign's results.db")
+    p.add_argument("db")
+    p.add_argument("-o", "--output", help="report folder (default: beside the database)")
+    p.add_argument("--group-param", action="append", default=[], metavar="KEY",
+                   help="also tabulate by this fault parameter (repeatable; systolic "
+                        "campaigns: line and bit by default)")
+    p.add_argument("--heatmap", nargs=2, metavar=("X", "Y"),
+                   help="heat map of an outcome's rate over two fault parameters (systolic "
+                        "campaigns: x y, i.e. per PE, by default)")
+    p.add_argument("--outcome", help="outcome the heat map shows (default critical_sdc)")
+    p.add_argument("--csv", help="also export every row to this CSV file")
+    p.add_argument("--statistics", action="append", default=[], metavar="JSON",
+                   help="add per-layer injection statistics (from train/sweep) to the summary")
+    p.set_defaults(func=commands.cmd_report)
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert an ONNX model into a patchable Keras file")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help=".h5 or .keras")
+    p.add_argument("--input-shape", action="append",
+                   help="per input, without batch, in the ONNX layout, e.g. 3,48,192")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted abs difference vs ONNX Runtime (default 1e-4)")
+    p.set_defaults(func=commands.cmd_convert)
+
+
+def _add_quant(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fault-aware training from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=commands.cmd_train)
+    p = sub.add_parser("sweep", help="accuracy versus fault probability (quantized faults)")
+    p.add_argument("config")
+    p.add_argument("--sweep-prob", default="0,1,2,5,10", help="percentages, e.g. 0,1,2,5,10")
+    p.add_argument("--seeds", type=int, default=3, help="fault seeds per probability")
+    p.add_argument("--model", help="model to sweep instead of the config's")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=commands.cmd_sweep)
+
+
+def _add_build_native(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-native", help="compile the in-place write kernel and the site "
+                                            "generator the simulator uses when available")
+    p.add_argument("--force", action="store_true", help="rebuild even if it is built")
+    p.set_defaults(func=commands.cmd_build_native)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="classes-tool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", help="JSON file (default: print)")
     _add_input_shape(p)
-    p.set_defaults(func=cmd_describe)
+    p.set_defaults(func=commands.cmd_describe)
 
     p = sub.add_parser("sites", help="generate injection sites into a .npz")
     p.add_argument("model")
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_site_options(p)
     p.add_argument("-o", "--output", required=True)
     _add_input_shape(p)
-    p.set_defaults(func=cmd_sites)
+    p.set_defaults(func=commands.cmd_sites)
 
     p = sub.add_parser("patch", help="write a copy of a model with ErrorSimulator layers")
     p.add_argument("model")
@@ -228,27 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save with injection off (turn on with classes_tool.set_injection)")
     p.add_argument("-o", "--output", required=True, help="patched model (.h5 or .keras)")
     _add_input_shape(p)
-    p.set_defaults(func=cmd_patch)
+    p.set_defaults(func=commands.cmd_patch)
 
     p = sub.add_parser("demo", help="patch and evaluate the shipped example")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=commands.cmd_demo)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    for add in (_add_campaign, _add_report, _add_convert, _add_quant, _add_build_native):
+        add(sub)
     return parser
 
 
-# Commands of other targets register themselves here (campaign, convert, ...).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+#: Commands that never need TensorFlow (it takes seconds to load).
+WITHOUT_TENSORFLOW = (commands.cmd_report,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow()
-    _load_extra_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.func not in WITHOUT_TENSORFLOW:
+            # loaded here, before the command, without the lines TensorFlow prints as it loads
+            from classes_tool.tf_startup import import_tensorflow
+
+            import_tensorflow()
         args.func(args)
     except KeyboardInterrupt:
         print("classes-tool: interrupted", file=sys.stderr)
@@ -265,13 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _load_extra_commands() -> None:
-    if EXTRA_COMMANDS:
-        return
-    from classes_tool import commands
-
-    EXTRA_COMMANDS.extend(commands.REGISTRARS)
-
-
 if __name__ == "__main__":
     sys.exit(main())
+

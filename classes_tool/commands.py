@@ -1,17 +1,99 @@
-"""Commands beyond describe/sites/patch: campaign, report, convert (one function call each)."""
+"""What each `classes-tool` command does: one call into the Python API, then what it prints.
+
+The parsers live in `classes_tool.cli`; this module never imports it. The API is imported
+inside each command, so that `--help` and `report` start without TensorFlow.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from classes_tool.cli import seed_argument
+from classes_tool.errors import UserError
+from classes_tool.files import refuse_inputs_as_output
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    import json
+
+    from classes_tool import patcher
+
+    if args.output:
+        refuse_inputs_as_output(args.output, {"model": args.model})
+    description = patcher.describe(patcher.load(args.model, args.input_shape))
+    if args.output:
+        patcher.write_json(description, args.output)
+        print(f"wrote {args.output} ({len(description['nodes'])} nodes)")
+    else:
+        print(json.dumps(description, indent=2))
+
+
+def cmd_sites(args: argparse.Namespace) -> None:
+    from classes_tool import patcher
+    from classes_tool.simulator.sites import save_sites
+
+    _site_defaults(args)
+    refuse_inputs_as_output(args.output, _site_inputs(args))
+    loaded = patcher.load(args.model, args.input_shape)
+    targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
+    site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
+                                   args.calibration, args.range, args.out_of_range)
+    save_sites(args.output, site_sets)
+    for s in site_sets:
+        print(f"{s.target}: {len(s)} sites from '{s.error_model}', range "
+              f"[{s.value_range[0]:.4g}, {s.value_range[1]:.4g}], shape {s.shape}")
+    print(f"wrote {args.output}")
+
+
+def _site_inputs(args: argparse.Namespace) -> dict[str, object]:
+    """The files a sites or patch command reads (none of them may be its output)."""
+    error_model = args.error_model
+    return {"model": args.model, "calibration data": args.calibration,
+            "sites file": getattr(args, "sites_file", None),
+            "error model": error_model if error_model and error_model.endswith(".json") else None}
+
+
+#: Defaults of the site options, filled in after parsing so that `patch --sites-file` can tell
+#: an option the user gave (and that the file's sites would silently override) from a default.
+SITE_DEFAULTS = {"sites": 1000, "seed": 0, "error_model": "auto", "out_of_range": "bounded"}
+
+
+def _site_defaults(args: argparse.Namespace) -> None:
+    for key, value in SITE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def cmd_patch(args: argparse.Namespace) -> None:
+    from classes_tool import patcher
+
+    if args.sites_file:
+        given = [f"--{key.replace('_', '-')}" for key in
+                 ("sites", "seed", "error_model", "range", "calibration", "out_of_range")
+                 if getattr(args, key) is not None]
+        if given:
+            raise UserError(f"--sites-file brings its own sites; {', '.join(given)} would be "
+                            "ignored: leave it out, or draw new sites without --sites-file")
+    _site_defaults(args)
+    refuse_inputs_as_output(args.output, _site_inputs(args))
+    result = patcher.patch(args.model, args.output, args.after, args.after_type,
+                           args.error_model, args.sites, args.seed, args.sites_file,
+                           args.calibration, args.range, active=not args.inactive,
+                           input_shapes=args.input_shape, out_of_range=args.out_of_range)
+    for target in result["targets"]:
+        print(f"{target}: ErrorSimulator with {result['sites'][target]} sites "
+              f"('{result['error_models'][target]}')")
+    print(f"wrote {result['output']}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from classes_tool.demo import run_demo
+
+    run_demo(quiet=args.quiet)
 
 
 def cmd_campaign(args: argparse.Namespace) -> None:
     from classes_tool.campaign.config import read_yaml
-    from classes_tool.errors import UserError
 
     raw = read_yaml(args.config)
     target = raw.get("target", "layers")
@@ -68,7 +150,6 @@ def _rebase(raw: dict, base: Path, keys: tuple[str, ...]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from classes_tool.files import refuse_inputs_as_output
     from classes_tool.quant.config import load_yaml, parse_train_run
     from classes_tool.quant.training import train_from_config
 
@@ -96,26 +177,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def register_quant(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fault-aware training from a YAML config")
-    p.add_argument("config")
-    p.add_argument("--out", help="output folder (default runs/<config name>)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("sweep", help="accuracy versus fault probability (quantized faults)")
-    p.add_argument("config")
-    p.add_argument("--sweep-prob", default="0,1,2,5,10", help="percentages, e.g. 0,1,2,5,10")
-    p.add_argument("--seeds", type=int, default=3, help="fault seeds per probability")
-    p.add_argument("--model", help="model to sweep instead of the config's")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_sweep)
-
-
 def cmd_report(args: argparse.Namespace) -> None:
     from classes_tool.campaign.report import write_report
     from classes_tool.campaign.store import ResultStore
-    from classes_tool.errors import UserError
 
     out = Path(args.output) if args.output else Path(args.db).parent / "report"
     group_params, heatmap = tuple(args.group_param), args.heatmap
@@ -136,7 +200,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from classes_tool.convert import convert_onnx_with_report, parse_input_shapes
-    from classes_tool.files import refuse_inputs_as_output
 
     refuse_inputs_as_output(args.output, {"model": args.model})
     _, report = convert_onnx_with_report(args.model, args.output,
@@ -148,63 +211,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
           f"{diff}")
 
 
-def register_campaign(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("campaign", help="run a fault-injection campaign from a YAML config")
-    p.add_argument("config")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted campaign")
-    p.add_argument("--out", help="output folder (overrides the config)")
-    p.add_argument("--seed", type=seed_argument, help="seed (overrides the config)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    p.add_argument("--workers", type=_positive, help="run on a local Ray runtime with this many "
-                   "workers (needs classes-tool[distributed])")
-    p.add_argument("--address", help="run on the Ray cluster at this address ('auto': the one "
-                   "started on this machine with 'ray start')")
-    p.add_argument("--threads-per-worker", type=_positive,
-                   help="TensorFlow threads of each worker (default: cores / workers)")
-    p.set_defaults(func=cmd_campaign)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
-
-
-def register_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="tables and plots from a campaign's results.db")
-    p.add_argument("db")
-    p.add_argument("-o", "--output", help="report folder (default: beside the database)")
-    p.add_argument("--group-param", action="append", default=[], metavar="KEY",
-                   help="also tabulate by this fault parameter (repeatable; systolic "
-                        "campaigns: line and bit by default)")
-    p.add_argument("--heatmap", nargs=2, metavar=("X", "Y"),
-                   help="heat map of an outcome's rate over two fault parameters (systolic "
-                        "campaigns: x y, i.e. per PE, by default)")
-    p.add_argument("--outcome", help="outcome the heat map shows (default critical_sdc)")
-    p.add_argument("--csv", help="also export every row to this CSV file")
-    p.add_argument("--statistics", action="append", default=[], metavar="JSON",
-                   help="add per-layer injection statistics (from train/sweep) to the summary")
-    p.set_defaults(func=cmd_report)
-
-
-def register_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert an ONNX model into a patchable Keras file")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, help=".h5 or .keras")
-    p.add_argument("--input-shape", action="append",
-                   help="per input, without batch, in the ONNX layout, e.g. 3,48,192")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest accepted abs difference vs ONNX Runtime (default 1e-4)")
-    p.set_defaults(func=cmd_convert)
-
-
 def cmd_build_native(args: argparse.Namespace) -> None:
-    from classes_tool.errors import UserError
     from classes_tool.simulator import native, native_sites
 
     failed = []
@@ -224,14 +231,3 @@ def cmd_build_native(args: argparse.Namespace) -> None:
             failed.append(exc)
     if failed:
         raise failed[0] if len(failed) == 1 else UserError("; ".join(map(str, failed)))
-
-
-def register_build_native(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-native", help="compile the in-place write kernel and the site "
-                                            "generator the simulator uses when available")
-    p.add_argument("--force", action="store_true", help="rebuild even if it is built")
-    p.set_defaults(func=cmd_build_native)
-
-
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    register_campaign, register_report, register_convert, register_quant, register_build_native]

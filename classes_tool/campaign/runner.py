@@ -25,6 +25,7 @@ no outcome.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import sys
@@ -32,7 +33,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,10 +287,8 @@ class Campaign:
             with contextlib.ExitStack() as stack:
                 stack.callback(setattr, self, "_executor", None)  # the last thing on the way out
                 if self.workers is not None or self.address is not None:
-                    from classes_tool.distributed.ray_executor import RayExecutor
-
-                    self._executor = stack.enter_context(RayExecutor(
-                        self, ranges, self.workers, self.address, self.threads_per_worker))
+                    self._executor = stack.enter_context(self.ray_executor(
+                        ranges, self.workers, self.address, self.threads_per_worker))
                 stack.callback(bar.close)
                 for plan in self.plans:
                     if plan.adaptive is None:
@@ -297,8 +296,8 @@ class Campaign:
                                          tallies[plan.name])
                         self.faults_run[plan.name] = plan.faults
                     else:
-                        runner = self._runner(_TargetRun(self, plan, ranges[plan.name], store,
-                                                         done, bar, counts, tallies[plan.name]))
+                        runner = _TargetRun(self, plan, ranges[plan.name], store, done, bar,
+                                            counts, tallies[plan.name])
                         self.faults_run[plan.name] = self._run_adaptive(plan, runner, store, bar)
             for target, tally in tallies.items():
                 for outcome, k in zip(OUTCOMES, tally.tolist(), strict=True):
@@ -329,12 +328,25 @@ class Campaign:
     def _run_target(self, plan: TargetPlan, value_range, store: ResultStore, done: np.ndarray,
                     bar, counts: dict[str, int], tally: np.ndarray) -> None:
         """Run every fault of a fixed-size `plan` (what a campaign without rounds does)."""
-        self._runner(_TargetRun(self, plan, value_range, store, done, bar, counts, tally)).run(
-            0, plan.faults)
+        _TargetRun(self, plan, value_range, store, done, bar, counts, tally).run(0, plan.faults)
 
-    def _runner(self, local: _TargetRun):
-        """The target's runner: itself in one process, or its units on the Ray actors."""
-        return local if self._executor is None else self._executor.target_run(local)
+    def files(self) -> dict[str, Path]:
+        """The files the campaign reads, by config field (what a remote worker is sent)."""
+        cfg = self.config
+        files = {"model": Path(cfg.model), "data": Path(cfg.data)}
+        if cfg.calibration is not None:
+            files["calibration"] = Path(cfg.calibration)
+        if str(cfg.error_model).endswith(".json"):
+            files["error_model"] = Path(cfg.error_model)
+        return files
+
+    def ray_executor(self, ranges: dict[str, Any], workers: int | None = None,
+                     address: str | None = None, threads_per_worker: int | None = None):
+        """Ray actors that each hold a `LayerWorker` of this campaign (see `distributed`)."""
+        from classes_tool.distributed.ray_executor import RayExecutor
+
+        return RayExecutor(self.files(), functools.partial(LayerWorker, self.config, ranges),
+                           workers, address, threads_per_worker)
 
 
     def _suffix_step(self, split, mode: str, size: int, per_batch: int, flat_size: int):
@@ -608,8 +620,18 @@ class _TargetRun:
         todo = self.units(first, last, stored)
         if not todo:
             return
-        self._build()
         store, plan = self.store, self.plan
+        executor = self.campaign._executor
+        if executor is not None:  # the units run on the Ray actors; this process commits
+            def commit(unit: tuple[int, int], result) -> None:
+                local, inputs, faults, classified = result
+                store.add_arrays(faults, plan.offset + np.asarray(local), inputs, classified)
+                self.record((np.arange(*unit), local, inputs, faults, classified), stored)
+
+            executor.run_units(self.campaign.plans.index(plan), todo, commit,
+                               lambda unit: f"{plan.name} pairs {unit[0]}-{unit[1]}")
+            return
+        self._build()
         with background_thread() as writer:
             pending: deque = deque()
             try:
@@ -628,6 +650,29 @@ class _TargetRun:
                 # what was computed is stored before anything else happens (Ctrl-C included)
                 for write in pending:
                     write.result()
+
+
+class LayerWorker:
+    """A remote worker's copy of a campaign: built from the files sent to it (`paths`, by
+    config field), with the driver's value ranges; computes the units of any target."""
+
+    def __init__(self, config: CampaignConfig, ranges: dict[str, Any], paths: dict[str, Path]):
+        changes = {field: str(path) if field == "error_model" else path
+                   for field, path in paths.items()}
+        self.campaign = Campaign(replace(config, **changes), quiet=True)
+        self.campaign._prepare()
+        self.ranges = ranges
+        self.runs: dict[int, _TargetRun] = {}
+
+    def compute(self, target: int, unit: tuple[int, int]):
+        """(local faults, inputs, fault rows, outcome columns) of one unit of target number
+        `target`."""
+        run = self.runs.get(target)
+        if run is None:
+            plan = self.campaign.plans[target]
+            run = self.runs[target] = _TargetRun(self.campaign, plan, self.ranges[plan.name])
+        _, local, inputs, faults, classified = run.compute(tuple(unit))
+        return local, inputs, faults, classified
 
 
 def background_thread(low_priority: bool = True) -> ThreadPoolExecutor:

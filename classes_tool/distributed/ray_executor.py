@@ -1,10 +1,13 @@
-"""Run a layer campaign's work units on Ray actors; the driver is the only writer of the store.
+"""Run a campaign's work units on Ray actors; the driver is the only writer of the store.
 
-What travels: the driver reads every file the campaign needs (model, data, calibration, a JSON
-error model) once and puts the bytes into Ray's object store; each actor writes them into a
-folder of its own, builds the campaign from the same config (paths pointing there), loads the
-model once, and builds each target's traced step once, with the driver's value ranges so that
-no worker calibrates differently. No shared file system is needed.
+This module knows no target: a target hands it the files its workers need and a picklable
+factory that builds a worker's state from them (for a layers campaign: the model loaded once,
+each target's traced step built once, with the driver's value ranges so that no worker
+calibrates differently), and asks it to compute lists of work units.
+
+What travels: the driver reads every file once and puts the bytes into Ray's object store;
+each actor writes them into a folder of its own and builds its state there. No shared file
+system is needed.
 
 What is identical: a unit is a range of (fault, input) pairs cut at fixed positions; its sites
 come from (seed, target, fault index) and its golden terms from the same traced step at the
@@ -23,11 +26,9 @@ import os
 import tempfile
 import time
 from collections import deque
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from classes_tool.errors import UserError
 
@@ -45,16 +46,6 @@ def import_ray():
         raise UserError("campaigns on several workers need Ray: pip install "
                         "'classes-tool[distributed]' (or pip install ray)") from None
     return ray
-
-
-def _config_files(config) -> dict[str, Path]:
-    """The files a campaign reads, by config field."""
-    files = {"model": Path(config.model), "data": Path(config.data)}
-    if config.calibration is not None:
-        files["calibration"] = Path(config.calibration)
-    if str(config.error_model).endswith(".json"):
-        files["error_model"] = Path(config.error_model)
-    return files
 
 
 #: Seconds to wait for a cluster's head to accept a connection before saying it cannot be reached
@@ -78,11 +69,12 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
-class CampaignWorker:
-    """A Ray actor: one copy of the campaign, its model loaded once, a traced step per target."""
+class UnitWorker:
+    """A Ray actor: the files written into a folder of its own, then `factory(paths)` built
+    once (a target's model loaded, its steps traced), which computes units until the end."""
 
-    def __init__(self, config, files: dict[str, tuple[str, bytes]], ranges: dict[str, Any],
-                 threads: int):
+    def __init__(self, factory: Callable[[dict[str, Path]], Any],
+                 files: dict[str, tuple[str, bytes]], threads: int):
         import tensorflow as tf
 
         if threads > 0:  # before TensorFlow runs its first op in this process
@@ -91,50 +83,44 @@ class CampaignWorker:
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
             except RuntimeError:  # already initialised (a reused worker process): keep it
                 pass
-        from classes_tool.campaign.runner import Campaign
-
         self._folder = tempfile.mkdtemp(prefix="classes-tool-worker-")
-        changes = {}
+        paths = {}
         for field, (name, data) in files.items():
             path = Path(self._folder) / field / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            changes[field] = str(path) if field == "error_model" else path
-        campaign = Campaign(replace(config, **changes), quiet=True)
-        campaign._prepare()
-        self._campaign = campaign
-        self._ranges = ranges
-        self._runs: dict[int, Any] = {}
+            paths[field] = path
+        self._state = factory(paths)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def compute(self, target: int, unit: tuple[int, int]):
-        """The rows of one unit of target number `target`."""
-        from classes_tool.campaign.runner import _TargetRun
-
+    def compute(self, key: Any, unit: Any) -> tuple[Any, float]:
+        """What `factory(paths).compute(key, unit)` returns, and the seconds it took."""
         start = time.perf_counter()
-        run = self._runs.get(target)
-        if run is None:
-            plan = self._campaign.plans[target]
-            run = self._runs[target] = _TargetRun(self._campaign, plan, self._ranges[plan.name])
-        _, local, inputs, faults, classified = run.compute(tuple(unit))
-        return local, inputs, faults, classified, time.perf_counter() - start
+        result = self._state.compute(key, unit)
+        return result, time.perf_counter() - start
 
 
 class RayExecutor:
-    """The driver's side: a pool of `CampaignWorker` actors fed with work units."""
+    """The driver's side: a pool of `UnitWorker` actors fed with work units.
 
-    def __init__(self, campaign, ranges: dict[str, Any], workers: int | None = None,
-                 address: str | None = None, threads_per_worker: int | None = None):
+    `files` are the files a worker needs (by field); `factory(paths)` builds a worker's state
+    from their copies there and must be picklable (a module-level class or function, or a
+    `functools.partial` of one); its `compute(key, unit)` returns a unit's result.
+    """
+
+    def __init__(self, files: dict[str, Path], factory: Callable[[dict[str, Path]], Any],
+                 workers: int | None = None, address: str | None = None,
+                 threads_per_worker: int | None = None):
         self.ray = import_ray()
-        self.campaign = campaign
+        self.files = {field: Path(path) for field, path in files.items()}
+        self.factory = factory
         self.address = address
         local = address is None
         self.workers = workers
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
-        self.ranges = ranges
         self.threads = threads_per_worker
         self._started = False
         self._local = local
@@ -164,10 +150,9 @@ class RayExecutor:
         self.threads = (self.threads if self.threads is not None
                         else max(1, cpus // self.workers))
         self.gpu_each = 1 if gpus >= self.workers else 0
-        files = {field: (path.name, path.read_bytes())
-                 for field, path in _config_files(self.campaign.config).items()}
+        files = {field: (path.name, path.read_bytes()) for field, path in self.files.items()}
         self._files_ref = ray.put(files)
-        self._actor_class = ray.remote(num_cpus=0, num_gpus=self.gpu_each)(CampaignWorker)
+        self._actor_class = ray.remote(num_cpus=0, num_gpus=self.gpu_each)(UnitWorker)
         self.actors = [self._new_actor() for _ in range(self.workers)]
         ray.get([actor.pid.remote() for actor in self.actors])  # every actor has its model
         #: what the bench reads: start-up, units, the workers' compute time, and the driver's
@@ -178,8 +163,7 @@ class RayExecutor:
         return self
 
     def _new_actor(self):
-        return self._actor_class.remote(self.campaign.config, self._files_ref, self.ranges,
-                                        self.threads)
+        return self._actor_class.remote(self.factory, self._files_ref, self.threads)
 
     def __exit__(self, *exc: object) -> None:
         if hasattr(self, "_ready"):
@@ -192,32 +176,22 @@ class RayExecutor:
         if self._started:
             self.ray.shutdown()
 
-    def target_run(self, runner) -> DistributedTargetRun:
-        return DistributedTargetRun(self, runner)
-
-
-class DistributedTargetRun:
-    """`_TargetRun.run` with the units computed by the executor's actors."""
-
-    def __init__(self, executor: RayExecutor, runner):
-        self.executor = executor
-        self.runner = runner  # the driver's local geometry, store, bar and tallies
-
-    def run(self, first: int, last: int) -> None:
-        ray, executor, runner = self.executor.ray, self.executor, self.runner
-        plan, store = runner.plan, runner.store
-        target = executor.campaign.plans.index(plan)
-        stored = runner.stored_mask(last)
-        queue = deque(runner.units(first, last, stored))
-        losses: dict[tuple[int, int], int] = {}
-        in_flight: dict[Any, tuple[Any, tuple[int, int]]] = {}
-        load = {id(a): 0 for a in executor.actors}
+    def run_units(self, key: Any, units: list, commit: Callable[[Any, Any], None],
+                  name: Callable[[Any], str]) -> None:
+        """Compute every unit of `key` on the actors and `commit(unit, result)` each on the
+        driver as it arrives (in any order). A unit lost with its actor runs again on a new
+        one; a unit that raises ends the run with one line (`name(unit)` says which unit)."""
+        ray = self.ray
+        queue = deque(units)
+        losses: dict[Any, int] = {}
+        in_flight: dict[Any, tuple[Any, Any]] = {}
+        load = {id(a): 0 for a in self.actors}
 
         def submit() -> None:
-            for actor in list(executor.actors):
+            for actor in list(self.actors):
                 while queue and load[id(actor)] < UNITS_PER_ACTOR:
                     unit = queue.popleft()
-                    in_flight[actor.compute.remote(target, unit)] = (actor, unit)
+                    in_flight[actor.compute.remote(key, unit)] = (actor, unit)
                     load[id(actor)] += 1
 
         submit()
@@ -228,13 +202,13 @@ class DistributedTargetRun:
             load[id(actor)] -= 1
             collect = time.perf_counter()
             try:
-                local, inputs, faults, classified, compute_s = ray.get(ref)
+                result, compute_s = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
                 losses[unit] = losses.get(unit, 0) + 1
                 if losses[unit] > MAX_UNIT_LOSSES:
-                    raise UserError(f"work unit {plan.name} pairs {unit[0]}-{unit[1]} was lost "
-                                    f"with its worker {losses[unit]} times; rows stored before "
-                                    "are kept: continue with --resume") from None
+                    raise UserError(f"work unit {name(unit)} was lost with its worker "
+                                    f"{losses[unit]} times; rows stored before are kept: "
+                                    "continue with --resume") from None
                 queue.appendleft(unit)
                 self._replace(actor, load, in_flight, queue)
                 submit()
@@ -242,26 +216,22 @@ class DistributedTargetRun:
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None) or exc
                 first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-                raise UserError(f"work unit {plan.name} pairs {unit[0]}-{unit[1]} failed: "
-                                f"{type(cause).__name__}: {first}; rows stored before are "
-                                "kept") from None
-            store.add_arrays(faults, plan.offset + np.asarray(local), inputs, classified)
-            runner.record((np.arange(*unit), local, inputs, faults, classified), stored)
-            stats = executor.stats
-            stats["units"] += 1
-            stats["compute_s"] += compute_s
-            stats["driver_s"] += time.perf_counter() - collect
+                raise UserError(f"work unit {name(unit)} failed: {type(cause).__name__}: "
+                                f"{first}; rows stored before are kept") from None
+            commit(unit, result)
+            self.stats["units"] += 1
+            self.stats["compute_s"] += compute_s
+            self.stats["driver_s"] += time.perf_counter() - collect
             submit()
 
     def _replace(self, dead, load, in_flight, queue) -> None:
         """Swap a dead actor for a new one; units it still held go back to the queue."""
-        executor = self.executor
         for ref, (actor, unit) in list(in_flight.items()):
             if actor is dead:
                 del in_flight[ref]
                 queue.appendleft(unit)
-        index = executor.actors.index(dead)
-        fresh = executor._new_actor()
-        executor.actors[index] = fresh
+        index = self.actors.index(dead)
+        fresh = self._new_actor()
+        self.actors[index] = fresh
         load.pop(id(dead), None)
         load[id(fresh)] = 0

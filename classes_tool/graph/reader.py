@@ -20,6 +20,7 @@ import numpy as np
 from classes_tool.errors import UserError
 from classes_tool.graph.dialects import parse_model_config
 from classes_tool.graph.model_graph import ModelGraph, with_registered_names
+from classes_tool.registration import register_layers
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -92,6 +93,9 @@ def _layer_arrays(group: h5py.Group, name: str) -> list[np.ndarray]:
 
 
 def _read_keras(path: Path, custom_objects: dict[str, Any] | None = None) -> ModelGraph:
+    from classes_tool.limits import check_keras_zip
+
+    check_keras_zip(path)  # the sizes it declares, before Keras allocates anything
     try:
         with zipfile.ZipFile(path) as z:
             config = json.loads(z.read("config.json"))
@@ -100,7 +104,7 @@ def _read_keras(path: Path, custom_objects: dict[str, Any] | None = None) -> Mod
     graph = parse_model_config(config)
     import keras  # deferred: only .keras files need Keras to read weights
 
-    import classes_tool  # noqa: F401  (registers our layers)
+    register_layers()  # a .keras file this tool wrote may hold its layers
     try:
         custom = with_registered_names(custom_objects, [
             (n.registered_name, n.class_name) for n in graph.nodes])

@@ -104,26 +104,25 @@ def test_the_driver_killed_then_resume_ends_with_the_same_rows(tmp_path):
 
 
 def test_a_failing_unit_ends_the_campaign_in_one_line_and_keeps_the_rows(tmp_path):
-    from classes_tool.distributed.ray_executor import RayExecutor
-
     campaign = Campaign(_config(tmp_path), out=tmp_path / "run", quiet=True)
     campaign._prepare()
     ranges = {t: (0.0, 3.0) for t in campaign.targets}
     from classes_tool.campaign.store import ResultStore
 
     with ResultStore(campaign.db_path, meta=campaign.meta()) as store, \
-            RayExecutor(campaign, ranges, workers=1, threads_per_worker=1) as executor:
+            campaign.ray_executor(ranges, workers=1, threads_per_worker=1) as executor:
         class Broken(_TargetRun):
             def units(self, first, last, stored):  # a good unit, then one that cannot run
                 return [(0, 40), (80, 40)]
 
         import numpy as np
 
+        campaign._executor = executor
         local = Broken(campaign, campaign.plans[0], ranges[campaign.plans[0].name], store,
                        np.zeros((0, 2), np.int64), _Bar(), {"all": 0, "critical_sdc": 0},
                        np.zeros(4, np.int64))
         with pytest.raises(UserError, match=r"work unit conv2 pairs 80-40 failed: "):
-            executor.target_run(local).run(0, 30)
+            local.run(0, 30)
         assert store.count() == 40  # the good unit's rows stay
 
 
