@@ -93,68 +93,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_campaign(args: argparse.Namespace) -> None:
-    from classes_tool.campaign.config import read_yaml
+    from classes_tool.targets import target_of
 
-    raw = read_yaml(args.config)
-    target = raw.get("target", "layers")
-    distributed = args.workers is not None or args.address is not None
-    if distributed and target != "layers":
-        raise UserError(f"--workers and --address run layers campaigns on Ray; a {target} "
-                        "campaign runs in one process")
-    if target == "systolic":
-        from classes_tool.systolic.campaign import load_systolic_config, run_systolic_campaign
-
-        result = run_systolic_campaign(load_systolic_config(args.config), args.out, args.seed,
-                                       args.quiet)
-        print(f"results: {result.get('db')}")
-        return
-    if target == "snn":
-        from classes_tool.snn.runner import run_snn_campaign_from_config
-
-        if args.resume:
-            raise UserError("an SNN campaign runs in one piece and keeps no partial results, "
-                            "so there is nothing to resume; --resume applies to layers "
-                            "campaigns (systolic ones always continue their database)")
-
-        raw = _rebase(raw, Path(args.config).resolve().parent, ("model", "data", "output"))
-        out = args.out or raw.get("output") or Path("runs") / Path(args.config).stem
-        seed = args.seed if args.seed is not None else raw.get("seed", 0)
-        written = run_snn_campaign_from_config(raw, out, seed, args.quiet, source=args.config)
-        for path in written.values():
-            print(f"wrote {path}")
-        return
-    if target != "layers":
-        raise UserError(f"config key 'target' must be layers, systolic or snn, got {target!r}")
-    from classes_tool.campaign.report import format_summary, target_estimates
-    from classes_tool.campaign.runner import Campaign
-
-    campaign = Campaign(args.config, out=args.out, seed=args.seed, quiet=args.quiet,
-                        workers=args.workers, address=args.address,
-                        threads_per_worker=args.threads_per_worker)
+    target = target_of(args.config)
     try:
-        campaign.run(resume=args.resume)
+        result = target.run(args.config, args.out, resume=args.resume, quiet=args.quiet,
+                            seed=args.seed, workers=args.workers, address=args.address,
+                            threads_per_worker=args.threads_per_worker)
     except KeyboardInterrupt:
-        print(f"interrupted: every finished batch is stored in {campaign.db_path}; continue "
-              "with --resume")
+        if target.name == "layers":
+            print("interrupted: every finished batch is stored; continue with --resume")
         raise
-    if not args.quiet:
-        print(format_summary(*target_estimates(campaign.db_path)))
-    print(f"results: {campaign.db_path}; report (tables, plots, --csv) with: classes-tool "
-          f"report {campaign.db_path} -o {Path(campaign.config.output) / 'report'}")
-
-
-def _rebase(raw: dict, base: Path, keys: tuple[str, ...]) -> dict:
-    """Make the config's relative paths relative to the config file's folder."""
-    return {k: (str(base / v) if k in keys and isinstance(v, str) and not Path(v).is_absolute()
-                else v) for k, v in raw.items()}
+    if result.summary and not args.quiet:
+        print(result.summary)
+    for path in result.files.values():
+        print(f"wrote {path}")
+    print(f"results: {result.db}; report (tables, plots, --csv) with: classes-tool report "
+          f"{result.db} -o {result.db.parent / 'report'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from classes_tool.quant.config import load_yaml, parse_train_run
+    from classes_tool.config_reader import read_yaml
+    from classes_tool.quant.config import parse_train_run
     from classes_tool.quant.training import train_from_config
 
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    config = load_yaml(args.config)
+    config = read_yaml(args.config)
     run = parse_train_run(config, Path(args.config).parent, args.config)
     stem = Path(run.training.output)
     inputs = {"model": run.model, "training data": run.train_data, "test data": run.test_data,

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from classes_tool.campaign.adaptive import AdaptiveSizing, sizing_for
-from classes_tool.campaign.config import CampaignConfig, parse_config, read_yaml
+from classes_tool.campaign.config import CampaignConfig, parse_config
 from classes_tool.campaign.estimates import design_from_meta, stored_schedule
 from classes_tool.campaign.outcomes import (
     CRITICAL_SDC,
@@ -53,15 +53,16 @@ from classes_tool.campaign.outcomes import (
 from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.campaign.store import (
     CONTENT_HASHES,
+    RESULTS_FILE,
     ResultStore,
     content_hashes,
 )
+from classes_tool.config_reader import read_yaml
 from classes_tool.data import labels, load_npz
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
 from classes_tool.simulator.error_model import ErrorModel, load_error_model
 
-RESULTS_DB = "results.db"
 SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
 #: From this many inputs per fault on, a batch's sites go in as dense rows (one per fault, so
 #: they stay a small fraction of the batch); below it, as ragged per-sample writes.
@@ -165,7 +166,7 @@ class Campaign:
             config = {k: v for k, v in config.items() if k != "target"}
             self.config = parse_config(config, source, out=out, seed=seed)
         self.quiet = quiet
-        self.db_path = Path(self.config.output) / RESULTS_DB
+        self.db_path = Path(self.config.output) / RESULTS_FILE
         self.workers, self.address, self.threads_per_worker = workers, address, threads_per_worker
         self._executor = None
 
@@ -650,6 +651,20 @@ class _TargetRun:
                 # what was computed is stored before anything else happens (Ctrl-C included)
                 for write in pending:
                     write.result()
+
+
+def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
+        quiet: bool = False, seed: int | None = None, workers: int | None = None,
+        address: str | None = None, threads_per_worker: int | None = None):
+    """The layers target's side of the campaign contract (`classes_tool.targets`)."""
+    from classes_tool.campaign.report import format_summary, target_estimates
+    from classes_tool.targets import CampaignResult
+
+    campaign = Campaign(config_path, out=out, seed=seed, quiet=quiet, workers=workers,
+                        address=address, threads_per_worker=threads_per_worker)
+    campaign.run(resume=resume)
+    return CampaignResult(db=campaign.db_path,
+                          summary=format_summary(*target_estimates(campaign.db_path)))
 
 
 class LayerWorker:

@@ -47,6 +47,9 @@ from classes_tool.campaign.outcomes import OUTCOMES
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
 
+#: The result store of every campaign target, in its output folder.
+RESULTS_FILE = "results.db"
+
 #: The tables of a result database, one statement each (run inside one transaction).
 _SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",

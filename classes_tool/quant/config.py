@@ -220,10 +220,3 @@ def parse_train_run(config: dict, base_dir: str | Path | None = None,
         raise UserError("config needs a `fault_injection:` block")
     fi = parse_fault_injection(config["fault_injection"])
     return TrainRun(model=model, train_data=train, test_data=test, training=tc, fault_injection=fi)
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file; a missing file or bad YAML is a user mistake."""
-    from classes_tool.campaign.config import read_yaml
-
-    return read_yaml(path)

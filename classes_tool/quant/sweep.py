@@ -15,13 +15,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classes_tool.config_reader import read_yaml
 from classes_tool.data import finite_inputs, read_npz
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, refuse_inputs_as_output, write_text_atomic
 from classes_tool.quant.calibration import attach_grid, read_grid
 from classes_tool.quant.config import (
     FaultInjectionConfig,
-    load_yaml,
     parse_fault_injection,
     parse_train_run,
 )
@@ -249,7 +249,7 @@ def sweep_from_config(config: dict | str | Path, out_dir: str | Path, probabilit
     if isinstance(config, str | Path):
         base_dir = base_dir or Path(config).parent
         source = config
-        config = load_yaml(config)
+        config = read_yaml(config)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"--seeds must be a positive integer, got {seeds!r}")
     if not probabilities:

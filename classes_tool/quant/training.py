@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classes_tool.config_reader import read_yaml
 from classes_tool.errors import UserError
 from classes_tool.files import publish, staging_folder
 from classes_tool.quant.calibration import (
@@ -25,7 +26,6 @@ from classes_tool.quant.calibration import (
 )
 from classes_tool.quant.config import (
     FaultInjectionConfig,
-    load_yaml,
     parse_fault_injection,
     parse_train_run,
 )
@@ -167,7 +167,7 @@ def train_from_config(config: dict | str | Path, out_dir: str | Path, quiet: boo
     if isinstance(config, str | Path):
         base_dir = base_dir or Path(config).parent
         source = config
-        config = load_yaml(config)
+        config = read_yaml(config)
     run = parse_train_run(config, base_dir, source)
     if run.train_data is None:
         raise UserError("train needs data.train (an .npz file with arrays x and y)")

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from classes_tool.config_reader import read_yaml
 from classes_tool.errors import UserError
 from classes_tool.quant.calibration import (
     calibrate_ranges,
@@ -14,7 +15,6 @@ from classes_tool.quant.calibration import (
 )
 from classes_tool.quant.config import (
     FaultInjectionConfig,
-    load_yaml,
     parse_fault_injection,
     parse_train_run,
 )
@@ -105,7 +105,7 @@ def test_train_run_validation(tmp_path):
         parse_train_run({"model": "m.keras"}, tmp_path)
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
-        load_yaml(tmp_path / "bad.yaml")
+        read_yaml(tmp_path / "bad.yaml")
 
 
 def test_parse_probabilities():

@@ -1,0 +1,33 @@
+"""The SNN target's side of the campaign contract (`classes_tool.targets`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from classes_tool.config_reader import read_yaml
+from classes_tool.errors import UserError
+from classes_tool.snn.runner import run_snn_campaign_from_config
+
+#: Config keys that hold paths (taken from the config file's folder when relative).
+PATH_KEYS = ("model", "data", "output")
+
+
+def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
+        quiet: bool = False, seed: int | None = None):
+    """Run an SNN campaign config. It runs in one piece (its rows are written whole at the
+    end), so there is nothing to resume."""
+    from classes_tool.targets import CampaignResult
+
+    if resume:
+        raise UserError("an SNN campaign runs in one piece and keeps no partial results, so "
+                        "there is nothing to resume; --resume applies to layers and systolic "
+                        "campaigns")
+    raw = read_yaml(config_path)
+    base = Path(config_path).resolve().parent
+    raw = {k: (str(base / v) if k in PATH_KEYS and isinstance(v, str)
+               and not Path(v).is_absolute() else v) for k, v in raw.items()}
+    out = out or raw.get("output") or Path("runs") / Path(config_path).stem
+    seed = seed if seed is not None else raw.get("seed", 0)
+    files = run_snn_campaign_from_config(raw, out, seed, quiet, source=config_path)
+    db = files.pop("store")
+    return CampaignResult(db=Path(db), files=files)

@@ -1,0 +1,89 @@
+"""The campaign targets, one registry: `classes-tool campaign` reads a config's `target` key
+(default `layers`), looks the target up here and calls its `run`.
+
+The contract every target keeps (its module's `run` function):
+
+    run(config_path, out=None, *, resume=False, quiet=False, seed=None, workers=None,
+        address=None, threads_per_worker=None) -> CampaignResult
+
+- the config is a YAML file read with `classes_tool.config_reader.read_yaml` and checked
+  against the target's own schema, relative paths taken from the config's folder;
+- the results go to one store, `<out>/results.db` (`classes_tool.results.store`), one row
+  per (fault, input) with the same outcome columns for every target, and the same report
+  (`classes_tool.results.report`) reads them;
+- the work is a list of independent, deterministic work units (a unit's rows depend on the
+  seed and the unit alone), so the same rows come out however the units are scheduled: in one
+  process, after a resume, or on Ray actors (`workers`/`address`, where the target supports
+  it: `Target.distributed`).
+
+This module imports no target: a target's module is imported when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classes_tool.config_reader import read_yaml
+from classes_tool.errors import UserError
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """What a campaign wrote: its store, every other file by name, and a summary to print."""
+
+    db: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    #: the module whose `run` keeps the contract above
+    module: str
+    description: str
+    #: whether `run` takes `workers`/`address` (units on Ray actors)
+    distributed: bool
+
+    def run(self, config_path: str | Path, out: str | Path | None = None, *,
+            resume: bool = False, quiet: bool = False, seed: int | None = None,
+            workers: int | None = None, address: str | None = None,
+            threads_per_worker: int | None = None) -> CampaignResult:
+        scale = {"workers": workers, "address": address,
+                 "threads_per_worker": threads_per_worker}
+        if (workers is not None or address is not None) and not self.distributed:
+            raise UserError(f"--workers and --address run layers campaigns on Ray; a "
+                            f"{self.name} campaign runs in one process")
+        if not self.distributed:
+            scale = {}
+        run = importlib.import_module(self.module).run
+        return run(config_path, out, resume=resume, quiet=quiet, seed=seed, **scale)
+
+
+TARGETS = {t.name: t for t in (
+    Target("layers", "classes_tool.campaign.runner",
+           "faults after chosen nodes of a Keras model, from CLASSES error models", True),
+    Target("systolic", "classes_tool.systolic.target",
+           "register-level faults of a systolic array running the model's matrix products",
+           False),
+    Target("snn", "classes_tool.snn.target",
+           "neuron and synapse faults of a spiking (LIF) network", False),
+)}
+
+
+def target_of(config_path: str | Path) -> Target:
+    """The target a campaign config names (its `target` key; `layers` when absent)."""
+    name = read_yaml(config_path).get("target", "layers")
+    if not isinstance(name, str) or name not in TARGETS:
+        raise UserError(f"{config_path}: config key 'target' must be one of "
+                        f"{', '.join(TARGETS)}, got {name!r}")
+    return TARGETS[name]
+
+
+def run_campaign(config_path: str | Path, out: str | Path | None = None, **options
+                 ) -> CampaignResult:
+    """Run (or with `resume=True` continue) the campaign of a config file, whatever its target;
+    `options` are those of `Target.run`."""
+    return target_of(config_path).run(config_path, out, **options)
