@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from common import best_of, random_images, resnet_cifar  # noqa: E402
 
 import classes_tool  # noqa: E402
-from classes_tool import patcher  # noqa: E402
+from classes_tool import patcher, session  # noqa: E402
 from classes_tool.campaign.runner import Campaign, suffix_graph  # noqa: E402
 from classes_tool.graph import build_model  # noqa: E402
 
@@ -72,7 +72,7 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
         return (time.perf_counter() - start) / count * faults
 
     # Golden inference of the suffix network alone, same batch size as the engine.
-    loaded = patcher.load(model_path)
+    loaded = session.load(model_path)
     sub, needed = suffix_graph(loaded.graph, loaded.shapes, target, loaded.graph.outputs[0])
     suffix = build_model(sub)
     prefix = keras.Model(loaded.model.inputs,
@@ -132,11 +132,11 @@ def measure(model_path: Path, data_path: Path, target: str, faults: int, inputs:
 def host_work(loaded, target: str, faults: int, inputs: int, db: Path) -> dict[str, float]:
     """CPU work per evaluation besides TensorFlow, timed alone: drawing the faults' sites and
     storing the result rows (both run in threads beside TF, on the same cores)."""
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.store import ResultStore
     from classes_tool.simulator.error_model import load_error_model
     from classes_tool.simulator.sites import generate_sites
 
-    model = load_error_model(patcher.error_model_name(loaded.graph.node(target), "auto"))
+    model = load_error_model(session.error_model_name(loaded.graph.node(target), "auto"))
     per_batch = max(1, 512 // inputs)
     start = time.perf_counter()
     for f0 in range(0, faults, per_batch):

@@ -22,9 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import random_images, resnet_cifar  # noqa: E402
 
-from classes_tool.campaign.report import target_estimates  # noqa: E402
 from classes_tool.campaign.runner import Campaign  # noqa: E402
 from classes_tool.config_reader import read_yaml  # noqa: E402
+from classes_tool.results.report import target_estimates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,11 +16,11 @@ from classes_tool.files import refuse_inputs_as_output
 def cmd_describe(args: argparse.Namespace) -> None:
     import json
 
-    from classes_tool import patcher
+    from classes_tool import patcher, session
 
     if args.output:
         refuse_inputs_as_output(args.output, {"model": args.model})
-    description = patcher.describe(patcher.load(args.model, args.input_shape))
+    description = patcher.describe(session.load(args.model, args.input_shape))
     if args.output:
         patcher.write_json(description, args.output)
         print(f"wrote {args.output} ({len(description['nodes'])} nodes)")
@@ -29,13 +29,13 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
 
 def cmd_sites(args: argparse.Namespace) -> None:
-    from classes_tool import patcher
+    from classes_tool import patcher, session
     from classes_tool.simulator.sites import save_sites
 
     _site_defaults(args)
     refuse_inputs_as_output(args.output, _site_inputs(args))
-    loaded = patcher.load(args.model, args.input_shape)
-    targets = patcher.select_targets(loaded.graph, args.after, args.after_type)
+    loaded = session.load(args.model, args.input_shape)
+    targets = session.select_targets(loaded.graph, args.after, args.after_type)
     site_sets = patcher.make_sites(loaded, targets, args.sites, args.seed, args.error_model,
                                    args.calibration, args.range, args.out_of_range)
     save_sites(args.output, site_sets)
@@ -142,8 +142,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from classes_tool.campaign.report import write_report
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.report import write_report
+    from classes_tool.results.store import ResultStore
 
     out = Path(args.output) if args.output else Path(args.db).parent / "report"
     group_params, heatmap = tuple(args.group_param), args.heatmap

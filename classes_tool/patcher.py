@@ -1,69 +1,39 @@
 """Describe a model file, generate injection sites for chosen nodes, and write a patched copy.
 
-This is the Python API behind `classes-tool describe | sites | patch`; each function is what one
-command does, so the CLI stays a thin shell.
+This is the Python API behind `classes-tool describe | sites | patch`. The model is opened
+through `classes_tool.session` (as every campaign target opens it); this module adds what
+patching alone does: sites per target, `ErrorSimulator` layers spliced after the targets, the
+patched file written atomically.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from classes_tool.data import EXAMPLE_DATA, load_npz, model_inputs
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
-from classes_tool.graph import ModelGraph, build_model, file_kind, graph_from_model, read_model
-from classes_tool.graph.model_graph import Node
-from classes_tool.graph.transform import node_from_layer, output_shapes
-from classes_tool.limits import check_keras_h5
-from classes_tool.simulator.error_model import (
-    available_error_models,
-    error_model_for_layer,
-    load_error_model,
+from classes_tool.graph import build_model
+from classes_tool.graph.transform import node_from_layer
+from classes_tool.session import (
+    ModelSession,
+    calibration_arrays,
+    error_model_name,
+    load,
+    select_targets,
+    value_ranges,
 )
+from classes_tool.simulator.error_model import error_model_for_layer, load_error_model
 from classes_tool.simulator.layer import MODE_OFF, MODE_RANDOM, ErrorSimulator
 from classes_tool.simulator.sites import SiteSet, generate_sites, load_sites
 
-CALIBRATION_SAMPLES = 512
 SIMULATOR_SUFFIX = "_error_sim"
 
-
-@dataclass
-class LoadedModel:
-    """A model read from a file: its graph, the rebuilt Keras model and each node's shape."""
-
-    path: Path
-    graph: ModelGraph
-    model: keras.Model
-    shapes: dict[str, tuple[int, ...]]
-
-
-def load(path: str | Path, input_shapes: Sequence[tuple[int, ...]] | None = None) -> LoadedModel:
-    """Read any supported model file (.h5, .keras, .onnx) and rebuild it."""
-    path = Path(path)
-    kind = file_kind(path)
-    if input_shapes and kind != "onnx":  # a Keras file fixes its own shapes
-        raise UserError(f"input shapes (--input-shape, or input_shape in a config) apply to "
-                        f"ONNX models only; {path.name} is a {kind} file")
-    if kind == "onnx":
-        from classes_tool.convert import load_onnx_as_keras  # optional heavy import
-
-        graph = graph_from_model(load_onnx_as_keras(path, input_shapes=input_shapes))
-        graph.source_format = "onnx"
-    else:
-        if path.suffix == ".h5":  # sizes and shapes it declares, before Keras allocates
-            check_keras_h5(path)
-        graph = read_model(path)
-    model = build_model(graph)
-    return LoadedModel(path=path, graph=graph, model=model, shapes=output_shapes(model))
-
-
-def describe(loaded: LoadedModel) -> dict[str, Any]:
+def describe(loaded: ModelSession) -> dict[str, Any]:
     """The graph as JSON-able data: every node, its class, output shape, inputs, consumers and
     the error model the tool would use for it."""
     nodes = []
@@ -88,87 +58,7 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
             "nodes": nodes}
 
 
-def select_targets(graph: ModelGraph, after: Sequence[str] = (),
-                   after_types: Sequence[str] = ()) -> list[str]:
-    """Node names chosen by name and/or by layer class, in graph order, without duplicates."""
-    if not after and not after_types:
-        raise UserError("choose where to inject: --after NODE and/or --after-type LAYER_CLASS")
-    chosen = set()
-    for name in after:
-        node = graph.node(name)
-        if node.is_input:
-            raise UserError(f"'{name}' is a model input; choose a layer")
-        chosen.add(node.name)  # the file's name of a renamed node ('conv1/conv') works too
-    classes = {n.class_name for n in graph.nodes}
-    for class_name in after_types:
-        if class_name not in classes:
-            raise UserError(f"no layer of type '{class_name}' in the model; types present: "
-                            f"{', '.join(sorted(classes))}")
-        chosen.update(graph.nodes_of_type(class_name))
-    return [n for n in graph.names() if n in chosen]
-
-
-def data_inputs(loaded: LoadedModel, data: dict[str, np.ndarray], source: str
-                ) -> list[np.ndarray]:
-    """`model_inputs` for a loaded model file: one converted from ONNX reads image data in the
-    ONNX layout too."""
-    return model_inputs(loaded.model, data, source,
-                        onnx_layout=loaded.graph.source_format == "onnx")
-
-
-def calibration_arrays(loaded: LoadedModel, calibration: str | Path | None) -> list[np.ndarray]:
-    """Calibration inputs: the given .npz, else the shipped example data if it fits."""
-    if calibration is not None:
-        return [a[:CALIBRATION_SAMPLES] for a in
-                data_inputs(loaded, load_npz(calibration), str(calibration))]
-    if EXAMPLE_DATA.is_file():
-        try:
-            return [a[:CALIBRATION_SAMPLES] for a in
-                    data_inputs(loaded, load_npz(EXAMPLE_DATA), "example data")]
-        except UserError:
-            pass
-    raise UserError("the normal value range of each target comes from calibration data: pass "
-                    "--calibration DATA.npz (arrays 'x' or one per input name) or --range LOW,HIGH")
-
-
-def layer_outputs(loaded: LoadedModel, names: Sequence[str], arrays: list[np.ndarray],
-                  batch_size: int) -> list[np.ndarray]:
-    """The golden output of each named layer for all inputs, run eagerly in batches (a Keras
-    `predict` would first build a data pipeline and trace a function, most of the set-up of a
-    small campaign)."""
-    probe = keras.Model(loaded.model.inputs, [loaded.model.get_layer(n).output for n in names])
-    parts = []
-    for k in range(0, len(arrays[0]), batch_size):
-        out = probe([a[k:k + batch_size] for a in arrays], training=False)
-        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
-    return [np.concatenate(p) for p in zip(*parts, strict=True)]
-
-
-def value_ranges(loaded: LoadedModel, targets: Sequence[str], arrays: list[np.ndarray]
-                 ) -> dict[str, tuple[float, float]]:
-    """Min and max of each target's golden activations on the calibration inputs."""
-    outs = layer_outputs(loaded, targets, arrays, batch_size=128)
-    ranges = {}
-    for target, out in zip(targets, outs, strict=True):
-        finite = out[np.isfinite(out)]
-        if finite.size == 0:
-            raise UserError(f"the golden activations of '{target}' are all NaN/Inf")
-        ranges[target] = (float(finite.min()), float(finite.max()))
-    return ranges
-
-
-def error_model_name(node: Node, requested: str) -> str:
-    if requested != "auto":
-        return requested
-    name = error_model_for_layer(node.class_name, node.config)
-    if name is None:
-        raise UserError(f"layer '{node.name}' ({node.class_name}) has no error model of its own; "
-                        f"pass --error-model NAME (error_model: NAME in a campaign config; "
-                        f"{', '.join(available_error_models())})")
-    return name
-
-
-def make_sites(loaded: LoadedModel, targets: Sequence[str], count: int, seed: int,
+def make_sites(loaded: ModelSession, targets: Sequence[str], count: int, seed: int,
                error_model: str = "auto", calibration: str | Path | None = None,
                value_range: tuple[float, float] | None = None,
                out_of_range: str = "bounded") -> list[SiteSet]:
@@ -188,7 +78,7 @@ def simulator_name(target: str) -> str:
     return f"{target}{SIMULATOR_SUFFIX}"
 
 
-def patched_model(loaded: LoadedModel, site_sets: Sequence[SiteSet], active: bool = True,
+def patched_model(loaded: ModelSession, site_sets: Sequence[SiteSet], active: bool = True,
                   seed: int = 0) -> keras.Model:
     """Splice one ErrorSimulator (carrying its sites) after each site set's target."""
     graph = loaded.graph.copy()
@@ -261,3 +151,4 @@ def patch(model_path: str | Path, output: str | Path, after: Sequence[str] = (),
     return {"output": str(output), "targets": [s.target for s in site_sets],
             "sites": {s.target: len(s) for s in site_sets},
             "error_models": {s.target: s.error_model for s in site_sets}}
+

@@ -22,20 +22,12 @@ This module imports no target: a target's module is imported when it runs.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from classes_tool.config_reader import read_yaml
 from classes_tool.errors import UserError
-
-
-@dataclass(frozen=True)
-class CampaignResult:
-    """What a campaign wrote: its store, every other file by name, and a summary to print."""
-
-    db: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    summary: str = ""
+from classes_tool.results.store import CampaignResult
 
 
 @dataclass(frozen=True)

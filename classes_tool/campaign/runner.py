@@ -39,29 +39,32 @@ from typing import Any
 
 import numpy as np
 
-from classes_tool.campaign.adaptive import AdaptiveSizing, sizing_for
+from classes_tool import session
 from classes_tool.campaign.config import CampaignConfig, parse_config
-from classes_tool.campaign.estimates import design_from_meta, stored_schedule
-from classes_tool.campaign.outcomes import (
-    CRITICAL_SDC,
-    OUTCOMES,
-    check_golden,
-    classification_parts_graph,
-    finish_classification,
-    golden_terms,
-)
-from classes_tool.campaign.stats import leveugle_sample_size
-from classes_tool.campaign.store import (
-    CONTENT_HASHES,
-    RESULTS_FILE,
-    ResultStore,
-    content_hashes,
-)
+from classes_tool.campaign.outcome_graph import classification_parts_graph
 from classes_tool.config_reader import read_yaml
 from classes_tool.data import labels, load_npz
 from classes_tool.errors import UserError
 from classes_tool.graph.model_graph import ModelGraph, Node, TensorRef
+from classes_tool.results.adaptive import AdaptiveSizing, sizing_for
+from classes_tool.results.estimates import design_from_meta, stored_schedule
+from classes_tool.results.outcomes import (
+    CRITICAL_SDC,
+    OUTCOMES,
+    check_golden,
+    finish_classification,
+    golden_terms,
+)
+from classes_tool.results.stats import leveugle_sample_size
+from classes_tool.results.store import (
+    CONTENT_HASHES,
+    RESULTS_FILE,
+    CampaignResult,
+    ResultStore,
+    content_hashes,
+)
 from classes_tool.simulator.error_model import ErrorModel, load_error_model
+from classes_tool.simulator.write import apply_sites, dense_site_rows, write_rows
 
 SITE_PREFETCH = 4  # batches whose sites are drawn ahead, in a background thread
 #: From this many inputs per fault on, a batch's sites go in as dense rows (one per fault, so
@@ -75,24 +78,6 @@ WRITES_AHEAD = 2  # batches computed but not yet committed (see `_run_target`)
 #: hands one batch to the writer, TensorFlow already runs the next (about 4-8% less time per
 #: evaluation on the small digits model, where that Python work is a tenth of a step).
 STEPS_AHEAD = 2
-
-
-def dense_site_rows(sites, flat_size: int, rows: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, value) rows of shape (rows, flat_size): row j writes site j, the rows after the
-    last site write nothing (for padded samples); `rows` defaults to one empty row after the
-    sites. `where(mask[j], value[j], x)` is what the ErrorSimulator's scatter writes for site
-    j."""
-    n = len(sites.splits) - 1
-    rows = n + 1 if rows is None else rows
-    if rows < n:
-        raise ValueError(f"{n} sites do not fit in {rows} rows")
-    mask = np.zeros((rows, flat_size), bool)
-    value = np.zeros((rows, flat_size), np.float32)
-    owner = np.repeat(np.arange(n), np.diff(sites.splits))
-    mask[owner, sites.positions] = True
-    value[owner, sites.positions] = sites.values
-    return mask, value
 
 
 @dataclass
@@ -172,21 +157,19 @@ class Campaign:
 
     # -- planning -----------------------------------------------------------------------------
     def _prepare(self) -> None:
-        from classes_tool import patcher
-
         cfg = self.config
-        self.loaded = patcher.load(cfg.model, cfg.input_shape)
+        self.loaded = session.load(cfg.model, cfg.input_shape)
         data = load_npz(cfg.data)
         error_model = Path(cfg.error_model) if cfg.error_model.endswith(".json") else None
         # what the stored rows were computed from: a resume must read the same bytes
         self.file_hashes = content_hashes({"model": cfg.model, "data": cfg.data,
                                            "calibration": cfg.calibration,
                                            "error model": error_model})
-        self.inputs = [a[: cfg.inputs] for a in patcher.data_inputs(self.loaded, data,
+        self.inputs = [a[: cfg.inputs] for a in session.data_inputs(self.loaded, data,
                                                                      str(cfg.data))]
         self.n_inputs = len(self.inputs[0])
         self.labels = labels(data, self.n_inputs, str(cfg.data))
-        self.targets = patcher.select_targets(self.loaded.graph, cfg.targets["nodes"],
+        self.targets = session.select_targets(self.loaded.graph, cfg.targets["nodes"],
                                               cfg.targets["types"])
         outputs = self.loaded.graph.outputs
         if cfg.output_name is not None:
@@ -206,7 +189,7 @@ class Campaign:
         self.plans: list[TargetPlan] = []
         offset = 0
         for t in self.targets:
-            model = load_error_model(patcher.error_model_name(self.loaded.graph.node(t),
+            model = load_error_model(session.error_model_name(self.loaded.graph.node(t),
                                                               cfg.error_model))
             kinds = sum(len(spec["parameters"]) for spec in model.classes.values())
             population = int(np.prod(self.loaded.shapes[t])) * kinds
@@ -242,13 +225,11 @@ class Campaign:
         if resume and not self.db_path.exists() and not self.quiet:  # a mistyped --out?
             print(f"classes-tool: note: nothing to resume in {self.db_path.parent}; starting a "
                   "new campaign there", file=sys.stderr)
-        from classes_tool import patcher
-
         calibration = self.config.calibration or self.config.data
         ranges = (dict.fromkeys(self.targets, self.config.value_range)
                   if self.config.value_range is not None
-                  else patcher.value_ranges(self.loaded, self.targets,
-                                            patcher.calibration_arrays(self.loaded, calibration)))
+                  else session.value_ranges(self.loaded, self.targets,
+                                            session.calibration_arrays(self.loaded, calibration)))
         total = sum(p.adaptive.pilot if p.adaptive else p.faults
                     for p in self.plans) * self.n_inputs
         new_folder = not self.db_path.parent.exists()
@@ -367,14 +348,12 @@ class Campaign:
         """
         import tensorflow as tf
 
-        from classes_tool import patcher
         from classes_tool.graph import build_model
-        from classes_tool.simulator.layer import apply_sites
 
         sub, needed = split
         suffix = build_model(sub)
         m = self.n_inputs
-        acts = patcher.layer_outputs(self.loaded, needed, self.inputs, size)
+        acts = session.layer_outputs(self.loaded, needed, self.inputs, size)
 
         def scores(hit, others):
             out = suffix([hit, *others] if others else hit, training=False)
@@ -390,7 +369,7 @@ class Campaign:
                          tf.TensorSpec((per_batch, flat_size), tf.float32)]
 
             def faulty(mask, value):
-                hit = tf.where(mask[:, None, :], tf.cast(value, flat.dtype)[:, None, :], flat)
+                hit = write_rows(flat, mask[:, None, :], value[:, None, :])
                 rest = others if tiled else [tf.concat([a] * per_batch, 0) for a in others]
                 return scores(tf.reshape(hit, (size, *shape[1:])), rest)
 
@@ -409,8 +388,7 @@ class Campaign:
                     batch = [tf.gather(a, input_ids) for a in acts_t]
                     flat = tf.reshape(batch[0], (size, flat_size))
                     rows = tf.where(site_ids >= 0, site_ids, tf.shape(mask)[0] - 1)
-                    hit = tf.where(tf.gather(mask, rows), tf.cast(tf.gather(value, rows),
-                                                                   flat.dtype), flat)
+                    hit = write_rows(flat, tf.gather(mask, rows), tf.gather(value, rows))
                     return scores(tf.reshape(hit, tf.shape(batch[0])), batch[1:])
 
                 empty = [np.zeros((1, flat_size), bool), np.zeros((1, flat_size), np.float32)]
@@ -462,7 +440,7 @@ class Campaign:
     def estimates(self) -> list[dict[str, Any]]:
         """Per-target rates with their intervals over faults, design effect, effective n,
         per-fault rates and margin achieved: the rows of the report's by_target table."""
-        from classes_tool.campaign.report import target_estimates
+        from classes_tool.results.report import target_estimates
 
         return target_estimates(self.db_path)[0]
 
@@ -657,8 +635,7 @@ def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool 
         quiet: bool = False, seed: int | None = None, workers: int | None = None,
         address: str | None = None, threads_per_worker: int | None = None):
     """The layers target's side of the campaign contract (`classes_tool.targets`)."""
-    from classes_tool.campaign.report import format_summary, target_estimates
-    from classes_tool.targets import CampaignResult
+    from classes_tool.results.report import format_summary, target_estimates
 
     campaign = Campaign(config_path, out=out, seed=seed, quiet=quiet, workers=workers,
                         address=address, threads_per_worker=threads_per_worker)

@@ -24,9 +24,6 @@ import numpy as np
 from classes_tool.files import write_text_atomic
 from classes_tool.quant.layers import injection_layers
 
-COLUMNS = ("layer", "target", "seen", "injected", "changed", "injection_rate", "change_rate",
-           "rmse", "cosine", "nonfinite")
-
 
 def raw_from_tensors(clean: np.ndarray, faulty: np.ndarray, hit: np.ndarray | None = None
                      ) -> dict[str, float]:
@@ -83,30 +80,6 @@ def reset_statistics(model: keras.Model) -> None:
     """Zero the statistics of every `FaultInjection` layer (e.g. between sweep points)."""
     for layer in injection_layers(model):
         layer.reset_statistics()
-
-
-def _cells(name: str, row: dict) -> list[str]:
-    return [name, str(row.get("target", "")), f"{int(row['seen'])}", f"{int(row['injected'])}",
-            f"{int(row['changed'])}", f"{100 * row['injection_rate']:.3f}%",
-            f"{100 * row['change_rate']:.3f}%", f"{row['rmse']:.4g}", f"{row['cosine']:.5f}",
-            f"{int(row['nonfinite'])}"]
-
-
-def format_table(stats: dict[str, dict]) -> str:
-    """A fixed-width text table (one line per layer) for the terminal."""
-    rows = [list(COLUMNS)] + [_cells(n, r) for n, r in stats.items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown(stats: dict[str, dict]) -> str:
-    """The same table in Markdown, for campaign reports."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(n, r)) + " |" for n, r in stats.items()]
-    return "\n".join(lines) + "\n"
 
 
 def write_statistics(stats: dict[str, dict], path: str | Path) -> Path:

@@ -102,7 +102,7 @@ def summarize(rows: list[dict], confidence: float = SWEEP_CONFIDENCE) -> list[di
     the Student t interval of the mean accuracy over seeds (the seed is the sampling unit: one
     seed draws the faults of the whole test set, so inputs of one seed are not independent
     trials); the interval is empty (NaN) with one seed."""
-    from classes_tool.campaign.intervals import t_interval
+    from classes_tool.results.intervals import t_interval
 
     out = []
     for p in sorted({r["probability"] for r in rows}):

@@ -36,13 +36,14 @@ from classes_tool.quant.layers import (
     recalibrate,
     set_injection,
 )
-from classes_tool.quant.statistics import collect_statistics, format_table, write_statistics
+from classes_tool.quant.statistics import collect_statistics, write_statistics
 from classes_tool.quant.sweep import (
     accuracy_under_faults,
     fit_data_to_model,
     load_model,
     load_npz,
 )
+from classes_tool.results.injection_statistics import format_table
 
 
 class FaultAwareTrainingCallback(keras.callbacks.Callback):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from classes_tool.config_reader import read_yaml
 from classes_tool.errors import UserError
+from classes_tool.results.store import CampaignResult
 from classes_tool.snn.runner import run_snn_campaign_from_config
 
 #: Config keys that hold paths (taken from the config file's folder when relative).
@@ -16,7 +17,6 @@ def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool 
         quiet: bool = False, seed: int | None = None):
     """Run an SNN campaign config. It runs in one piece (its rows are written whole at the
     end), so there is nothing to resume."""
-    from classes_tool.targets import CampaignResult
 
     if resume:
         raise UserError("an SNN campaign runs in one piece and keeps no partial results, so "

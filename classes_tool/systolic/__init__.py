@@ -4,13 +4,14 @@ The Keras layers live in `classes_tool.systolic.layers` (they import TensorFlow)
 `classes_tool.systolic.campaign`.
 """
 
-from classes_tool.systolic.array import CastingError, SystolicArray, default_mac_dtype
+from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.campaign import (
     load_systolic_config,
     run_systolic_campaign,
     run_systolic_config,
 )
 from classes_tool.systolic.dataflow import DATAFLOWS, LINES, resolve_dataflow
+from classes_tool.systolic.dtypes import CastingError, default_mac_dtype
 from classes_tool.systolic.faults import BitFlip, Fault, FixedValue, StuckAt
 
 __all__ = [

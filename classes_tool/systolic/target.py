@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from classes_tool.results.store import CampaignResult
 from classes_tool.systolic.campaign import load_systolic_config, run_systolic_campaign
 
 
@@ -12,7 +13,6 @@ def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool 
     """Run a systolic campaign config; a stopped one continues where its store ends (its
     faults are drawn without replacement from one ordered list, so `resume` changes
     nothing: the stored faults are always kept)."""
-    from classes_tool.targets import CampaignResult
 
     result = run_systolic_campaign(load_systolic_config(config_path), out, seed, quiet)
     files = {f"report/{name}": path for name, path in result.get("report", {}).items()}

@@ -13,12 +13,12 @@ import yaml
 from helpers import MODELS, wait_for_rows
 from helpers import stored_rows as _rows
 
-from classes_tool.campaign.estimates import design_from_meta
-from classes_tool.campaign.intervals import fault_mean_interval
-from classes_tool.campaign.report import target_estimates, write_report
 from classes_tool.campaign.runner import Campaign
-from classes_tool.campaign.store import ResultStore
 from classes_tool.cli import main
+from classes_tool.results.estimates import design_from_meta
+from classes_tool.results.intervals import fault_mean_interval
+from classes_tool.results.report import target_estimates, write_report
+from classes_tool.results.store import ResultStore
 
 
 def _config(tmp_path, name="c.yaml", **extra):

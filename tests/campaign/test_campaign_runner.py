@@ -16,11 +16,11 @@ from helpers import stored_rows as _rows
 
 import classes_tool
 from classes_tool.campaign.runner import Campaign, suffix_graph
-from classes_tool.campaign.store import ResultStore
 from classes_tool.cli import main
 from classes_tool.errors import UserError
 from classes_tool.graph import build_model, read_model
 from classes_tool.graph.model_graph import TensorRef
+from classes_tool.results.store import ResultStore
 
 
 def _config(tmp_path, **extra):
@@ -69,10 +69,9 @@ def test_results_equal_the_full_patched_model_with_the_same_sites(tmp_path):
 def test_dense_site_rows_write_what_the_scatter_writes():
     import tensorflow as tf
 
-    from classes_tool.campaign.runner import dense_site_rows
     from classes_tool.simulator.error_model import load_error_model
-    from classes_tool.simulator.layer import apply_sites
     from classes_tool.simulator.sites import generate_sites
+    from classes_tool.simulator.write import apply_sites, dense_site_rows
 
     shape = (8, 8, 16)
     sites = generate_sites(load_error_model("conv_gemm"), "t", shape, (-1.0, 2.0), 40, 3)
@@ -353,8 +352,8 @@ def test_report_includes_injection_statistics(tmp_path, capsys):
 
 
 def test_summary_table_uses_the_campaigns_confidence():
-    from classes_tool.campaign.estimates import Design
-    from classes_tool.campaign.report import format_summary
+    from classes_tool.results.estimates import Design
+    from classes_tool.results.report import format_summary
 
     row = {"group": "conv2", "faults": 4, "evaluations": 40, "critical_sdc_design_effect": 3.5,
            "margin_achieved": 0.21}
@@ -440,7 +439,7 @@ def test_a_step_without_sites_is_masked_with_zero_error_in_every_slot(tmp_path, 
     batch, whatever its slot, equals its input's golden row bit for bit."""
     import tensorflow as tf
 
-    from classes_tool.campaign.outcomes import finish_classification
+    from classes_tool.results.outcomes import finish_classification
 
     seen = {}
     real = Campaign._suffix_step

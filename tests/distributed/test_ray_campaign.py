@@ -107,7 +107,7 @@ def test_a_failing_unit_ends_the_campaign_in_one_line_and_keeps_the_rows(tmp_pat
     campaign = Campaign(_config(tmp_path), out=tmp_path / "run", quiet=True)
     campaign._prepare()
     ranges = {t: (0.0, 3.0) for t in campaign.targets}
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.store import ResultStore
 
     with ResultStore(campaign.db_path, meta=campaign.meta()) as store, \
             campaign.ray_executor(ranges, workers=1, threads_per_worker=1) as executor:

@@ -23,7 +23,7 @@ import pytest
 from app_families import FAMILIES, build, families, inputs, randomize
 from helpers import FIXTURES
 
-from classes_tool import patcher
+from classes_tool import patcher, session
 
 sys.path.insert(0, str(FIXTURES))
 from make_keras2_applications import unpack  # noqa: E402
@@ -116,7 +116,7 @@ def test_family_describe_patch_reload(family, dialect, tmp_path, reloader):
     x = inputs(family)
     path, reference = _original(family, dialect, tmp_path, x)
 
-    loaded = patcher.load(path)
+    loaded = session.load(path)
     rebuilt = np.asarray(loaded.model(x))
     if dialect == "keras2":  # another Keras computed the reference (grouped convolutions,
         # e.g. RegNet's, are computed another way: agreement to float32 rounding of the sums)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES
 
-from classes_tool import patcher
+from classes_tool import patcher, session
 from classes_tool.errors import UserError
 from classes_tool.graph import TensorRef, build_model, read_model
 from classes_tool.graph.dialects import parse_model_config
@@ -64,8 +64,8 @@ def test_keras3_operation_nodes_become_layers(tmp_path, suffix):
     for name in origins:  # every node is a layer: it can be described and targeted
         rebuilt.get_layer(name)
     np.testing.assert_array_equal(np.asarray(rebuilt(X4)), np.asarray(model(X4)))
-    loaded = patcher.load(path)
-    assert patcher.select_targets(loaded.graph, after_types=["Add"]) == [
+    loaded = session.load(path)
+    assert session.select_targets(loaded.graph, after_types=["Add"]) == [
         n for n, (cls, _) in origins.items() if cls == "Add"]
     patcher.describe(loaded)
 
@@ -125,7 +125,7 @@ def test_keras2_slash_names_are_renamed_and_found_by_either_name(tmp_path):
     node = graph.node("conv1/conv")
     assert node.name == "conv1_conv" and node.source_name == "conv1/conv"
     assert not any("/" in n for n in graph.names())
-    assert patcher.select_targets(graph, after=["conv1/conv"]) == ["conv1_conv"]
+    assert session.select_targets(graph, after=["conv1/conv"]) == ["conv1_conv"]
 
 
 def _nested_model():
@@ -153,8 +153,8 @@ def test_nested_models_are_read_and_patched_inside(tmp_path, suffix):
     model.save(path)
     x = np.random.default_rng(3).normal(size=(2, 8, 8, 3)).astype("float32")
     _same_as_keras(path, x)
-    loaded = patcher.load(path)
-    assert patcher.select_targets(loaded.graph, after_types=["Conv2D"]) == [
+    loaded = session.load(path)
+    assert session.select_targets(loaded.graph, after_types=["Conv2D"]) == [
         "stem_conv", "sub_conv", "head"]
     out = tmp_path / f"p.{suffix}"
     patcher.patch(path, out, after_types=["Conv2D"], sites=8, value_range=(-1.0, 1.0),

@@ -17,10 +17,10 @@ from classes_tool.quant.layers import (
 from classes_tool.quant.statistics import (
     collect_statistics,
     derive,
-    format_table,
     raw_from_tensors,
     write_statistics,
 )
+from classes_tool.results.injection_statistics import format_table
 
 
 def layer(**kw):

@@ -115,7 +115,7 @@ def test_bad_site_arrays_are_refused():
 
 
 def test_ragged_and_static_paths_agree():
-    from classes_tool.simulator.layer import apply_sites
+    from classes_tool.simulator.write import apply_sites
 
     rng = np.random.default_rng(0)
     sizes = [1, 40, 3, 0, 17]
@@ -135,7 +135,7 @@ def test_ragged_and_static_paths_agree():
 def test_many_entries_take_the_compiled_write_and_match_numpy(batch):
     """Above XLA_WRITE_MIN_ENTRIES the write runs as a compiled scatter padded to a size class;
     it must equal a plain NumPy write, NaN and Inf values included, rows without site untouched."""
-    from classes_tool.simulator import layer as L
+    from classes_tool.simulator import write as L
 
     rng = np.random.default_rng(1)
     shape = (16, 16, 32)
@@ -168,7 +168,7 @@ def test_many_entries_take_the_compiled_write_and_match_numpy(batch):
 def test_compiled_write_with_sites_passed_per_call_matches_numpy():
     """The campaign passes each batch's sites as arguments of unknown length (padded to a
     power of two before the compiled program): same result as a NumPy write."""
-    from classes_tool.simulator import layer as L
+    from classes_tool.simulator import write as L
 
     rng = np.random.default_rng(2)
     shape, batch = (8, 8, 64), 12

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from classes_tool.simulator import native
-from classes_tool.simulator.layer import apply_sites
+from classes_tool.simulator.write import apply_sites
 
 pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler")
 

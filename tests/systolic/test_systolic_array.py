@@ -240,9 +240,9 @@ def test_sparse_integer_faults_deep_array(dataflow):
                          ids=["chunked-path", "grid-per-step", "grid-always"])
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_every_fast_path_matches_reference(monkeypatch, knobs, dtype):
-    from classes_tool.systolic import array as array_module
-    monkeypatch.setattr(array_module, "GRID_MAX_WASTE", knobs[0])
-    monkeypatch.setattr(array_module, "PRODUCT_BLOCK", knobs[1])
+    from classes_tool.systolic import tuning
+    monkeypatch.setattr(tuning, "GRID_MAX_WASTE", knobs[0])
+    monkeypatch.setattr(tuning, "PRODUCT_BLOCK", knobs[1])
     A, B = _inputs(dtype, seed=21)
     rng = np.random.default_rng(22)
     for dataflow in DATAFLOW_CASES:
@@ -269,8 +269,8 @@ def _float_inputs(shape, seed):
 @pytest.fixture
 def blas_products(monkeypatch):
     """Grid blocks of any size form their products with BLAS (tests use tiny blocks)."""
-    from classes_tool.systolic import array as array_module
-    monkeypatch.setattr(array_module, "BLAS_MIN", 0)
+    from classes_tool.systolic import tuning
+    monkeypatch.setattr(tuning, "BLAS_MIN", 0)
 
 
 @pytest.mark.parametrize("knobs", [(4, 1 << 15, 0), (4, 1 << 15, 1 << 30), (100, 1, 0), (0, 1, 0)],
@@ -280,10 +280,10 @@ def blas_products(monkeypatch):
 def test_float_permanent_paths_match_reference(monkeypatch, knobs, shape):
     # permanent float faults take the grid path (reach = local rows x columns) or the position
     # path; small blocks split the grid's outer axis and the tiles of the position path
-    from classes_tool.systolic import array as array_module
-    monkeypatch.setattr(array_module, "GRID_MAX_WASTE", knobs[0])
-    monkeypatch.setattr(array_module, "STEP_BLOCK", knobs[1])
-    monkeypatch.setattr(array_module, "BLAS_MIN", knobs[2])
+    from classes_tool.systolic import tuning
+    monkeypatch.setattr(tuning, "GRID_MAX_WASTE", knobs[0])
+    monkeypatch.setattr(tuning, "STEP_BLOCK", knobs[1])
+    monkeypatch.setattr(tuning, "BLAS_MIN", knobs[2])
     A, B = _float_inputs(shape, seed=31)
     A0, B0 = A.copy(), B.copy()
     rng = np.random.default_rng(32)
@@ -303,7 +303,7 @@ def test_float_permanent_paths_match_reference(monkeypatch, knobs, shape):
                                  BitFlip(line, x2, y2, 30)])
     np.testing.assert_array_equal(A, A0)  # operands are never corrupted in place
     np.testing.assert_array_equal(B, B0)
-    assert kinds == ({"_PositionPlan"} if knobs[0] == 0 else {"_GridPlan", "_PositionPlan"})
+    assert kinds == ({"PositionPlan"} if knobs[0] == 0 else {"GridPlan", "PositionPlan"})
 
 
 @pytest.mark.parametrize("dataflow", DATAFLOW_CASES, ids=[*DATAFLOWS, "custom"])
@@ -356,9 +356,9 @@ def test_float_paths_agree_with_windowed_path_at_scale(monkeypatch, dataflow, mi
     # against the reference above, with a window that covers every cycle
     import dataclasses
 
-    from classes_tool.systolic import array as array_module
+    from classes_tool.systolic import tuning
     if min_blas is not None:
-        monkeypatch.setattr(array_module, "BLAS_MIN", min_blas)
+        monkeypatch.setattr(tuning, "BLAS_MIN", min_blas)
     rng = np.random.default_rng(71)
     A = rng.standard_normal((40, 44)).astype(np.float32)
     B = rng.standard_normal((44, 36)).astype(np.float32)
@@ -391,9 +391,9 @@ def test_kept_buffers_never_reach_results(monkeypatch, shape, min_blas):
     # a plan keeps its partial sums, products, coefficient matrices and transposed operand for
     # its next call: consecutive products with the same faults and other values (zeros of
     # both signs, inf and NaN among them) stay exact, and an earlier result never changes
-    from classes_tool.systolic import array as array_module
+    from classes_tool.systolic import tuning
     if min_blas is not None:
-        monkeypatch.setattr(array_module, "BLAS_MIN", min_blas)
+        monkeypatch.setattr(tuning, "BLAS_MIN", min_blas)
     rng = np.random.default_rng(81)
     for dataflow in DATAFLOW_CASES:
         array = SystolicArray(*SHAPE, dataflow=dataflow, in_dtype="float32")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classes_tool.campaign.outcomes import OUTCOMES, classify
-from classes_tool.campaign.store import ResultStore, rows_from_classification
 from classes_tool.errors import UserError
+from classes_tool.results.outcomes import OUTCOMES, classify
+from classes_tool.results.store import ResultStore, rows_from_classification
 
 ROOT = Path(__file__).resolve().parents[2]
 META = {"seed": 7, "model": "m.h5", "margin": 0.01, "targets": ["conv2d", "dense"]}
@@ -314,7 +314,7 @@ WRITER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     sys.path.insert(0, sys.argv[3])
     from test_store import batch, META
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.store import ResultStore
     stop, kill_at = int(sys.argv[4]), int(sys.argv[5])
     with ResultStore(sys.argv[2], META) as st:
         inserts = 0

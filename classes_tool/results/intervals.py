@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classes_tool.campaign.stats import z_value
+from classes_tool.results.stats import z_value
 
 #: The most a bet may stake of the capital: 1 + lambda (x - m) >= 1 - BET_CAP > 0.
 BET_CAP = 0.75

@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from classes_tool.campaign.outcomes import (
+from classes_tool.errors import UserError
+from classes_tool.results.outcomes import (
     BUCKETS,
     OUTCOMES,
     classify,
     error_bucket,
     error_buckets,
 )
-from classes_tool.errors import UserError
 
 
 def one(golden, faulty, **kw):
@@ -183,11 +183,8 @@ def _graph_vs_numpy(golden, faulty, **tol):
     in NumPy) equals classify bit for bit."""
     import tensorflow as tf
 
-    from classes_tool.campaign.outcomes import (
-        classification_parts_graph,
-        finish_classification,
-        golden_terms,
-    )
+    from classes_tool.campaign.outcome_graph import classification_parts_graph
+    from classes_tool.results.outcomes import finish_classification, golden_terms
 
     want = classify(golden, faulty, **tol)
     terms = golden_terms(golden, **tol)

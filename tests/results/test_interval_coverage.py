@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from classes_tool.campaign.adaptive import AdaptiveSizing, schedule
-from classes_tool.campaign.intervals import (
+from classes_tool.results.adaptive import AdaptiveSizing, schedule
+from classes_tool.results.intervals import (
     crossed_interval,
     fault_mean_interval,
     projected_bets,
     share_interval,
     stratified_interval,
 )
-from classes_tool.campaign.stats import leveugle_sample_size, wilson_interval, z_value
+from classes_tool.results.stats import leveugle_sample_size, wilson_interval, z_value
 
 pytestmark = pytest.mark.slow
 
@@ -272,7 +272,7 @@ def test_truths_are_what_the_mixtures_say():
 def test_t_quantiles_and_the_seed_interval_cover():
     """The quantized sweep's interval over seeds: Student t quantiles match tables, and with 3
     seeds whose accuracies average many correlated inputs the interval covers at 95%."""
-    from classes_tool.campaign.intervals import t_interval, t_quantile
+    from classes_tool.results.intervals import t_interval, t_quantile
 
     for df, q in ((1, 12.7062047), (2, 4.3026527), (3, 3.1824463), (10, 2.2281389),
                   (100, 1.9839715)):

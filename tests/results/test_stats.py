@@ -4,14 +4,14 @@ import math
 
 import pytest
 
-from classes_tool.campaign.stats import (
+from classes_tool.errors import UserError
+from classes_tool.results.stats import (
     achieved_margin,
     layerwise_sizes,
     leveugle_sample_size,
     wilson_interval,
     z_value,
 )
-from classes_tool.errors import UserError
 
 T99 = 2.5758293035489004  # normal quantile 0.995, from tables
 T95 = 1.959963984540054  # normal quantile 0.975

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from classes_tool.campaign.estimates import RATES, Design, design_from_meta, group_estimates
-from classes_tool.campaign.outcomes import BUCKETS, OUTCOMES, error_buckets
-from classes_tool.campaign.store import DATABASE_FILE_SUFFIXES, ResultStore
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, publish, staging_folder, write_text_atomic
+from classes_tool.results.estimates import RATES, Design, design_from_meta, group_estimates
+from classes_tool.results.injection_statistics import format_markdown
+from classes_tool.results.outcomes import BUCKETS, OUTCOMES, error_buckets
+from classes_tool.results.store import DATABASE_FILE_SUFFIXES, ResultStore
 
 LABELS = {"masked": "masked", "tolerable_sdc": "tolerable SDC", "critical_sdc": "critical SDC",
           "due": "DUE", "sdc5": "SDC-5"}
@@ -466,8 +467,6 @@ def _statistics_section(name: str | os.PathLike) -> str:
         stats = json.loads(text)
         if not isinstance(stats, dict) or not all(isinstance(r, dict) for r in stats.values()):
             raise TypeError("expected {layer name: {seen: ..., injected: ..., ...}}")
-        from classes_tool.quant.statistics import format_markdown
-
         table = format_markdown(stats)
     except KeyError as exc:
         raise UserError(f"{name} is not a fault-statistics JSON file: no {exc} in a layer's "

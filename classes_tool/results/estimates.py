@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from classes_tool.campaign.adaptive import AdaptiveSizing, schedule, sizing_from_meta
-from classes_tool.campaign.intervals import (
+from classes_tool.results.adaptive import AdaptiveSizing, schedule, sizing_from_meta
+from classes_tool.results.intervals import (
     NO_DATA,
     Interval,
     crossed_interval,
@@ -42,7 +42,7 @@ from classes_tool.campaign.intervals import (
     share_interval,
     stratified_interval,
 )
-from classes_tool.campaign.outcomes import OUTCOMES
+from classes_tool.results.outcomes import OUTCOMES
 
 #: The rates reported per group: the four outcome classes and the SDC-5 flag.
 RATES: tuple[str, ...] = (*OUTCOMES, "sdc5")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from classes_tool.campaign.adaptive import AdaptiveSizing, schedule, sizing_for
-from classes_tool.campaign.intervals import (
+from classes_tool.results.adaptive import AdaptiveSizing, schedule, sizing_for
+from classes_tool.results.intervals import (
     Interval,
     betting_interval,
     crossed_interval,

@@ -10,14 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from classes_tool.campaign.intervals import (
+from classes_tool.errors import UserError
+from classes_tool.results.intervals import (
     fault_mean_interval,
     share_interval,
     stratified_interval,
 )
-from classes_tool.campaign.report import heatmap_data, heatmap_file_name, plot_heatmap, write_report
-from classes_tool.campaign.store import ResultStore
-from classes_tool.errors import UserError
+from classes_tool.results.report import heatmap_data, heatmap_file_name, plot_heatmap, write_report
+from classes_tool.results.store import ResultStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -325,7 +325,7 @@ def test_a_report_taken_while_a_campaign_writes_describes_one_snapshot(db, tmp_p
                                                                        monkeypatch):
     """A campaign that commits between the report's first read and its CSV changes neither:
     the tables, the summary and the CSV all count the rows there were at the first read."""
-    import classes_tool.campaign.report as report
+    import classes_tool.results.report as report
 
     real_render = report._render
 

@@ -38,17 +38,27 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classes_tool.campaign.outcomes import OUTCOMES
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
+from classes_tool.results.outcomes import OUTCOMES
 
 #: The result store of every campaign target, in its output folder.
 RESULTS_FILE = "results.db"
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """What a campaign wrote: its store, every other file by name, and a summary to print."""
+
+    db: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    summary: str = ""
 
 #: The tables of a result database, one statement each (run inside one transaction).
 _SCHEMA: tuple[str, ...] = (

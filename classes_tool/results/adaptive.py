@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from classes_tool.campaign.stats import leveugle_sample_size
+from classes_tool.results.stats import leveugle_sample_size
 
 #: Growth of an extension stage over the faults run so far: at least GROWTH_MIN, so that a
 #: target needs few stages, and at most GROWTH_MAX, so that a projection cannot overshoot by much.
