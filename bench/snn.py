@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from classes_tool.snn import faults as F  # noqa: E402
-from classes_tool.snn.campaign import Campaign  # noqa: E402
+from classes_tool.snn.campaign import SpikingCampaign  # noqa: E402
 
 
 def _groups(rounds: list) -> dict:
@@ -45,7 +45,7 @@ def main() -> None:
     model = keras.models.load_model(ROOT / "models/snn/snn_digits.keras", compile=False)
     data = np.load(ROOT / "models/snn/snn_digits_test.npz")
     x, y = data["x"][:args.samples], data["y"][:args.samples]
-    camp = Campaign(model, x.shape[1:], name="bench", seed=0)
+    camp = SpikingCampaign(model, x.shape[1:], name="bench", seed=0)
     share = args.faults // 4
     camp.inject_complete(F.DeadNeuron(), ["lif1"], sampling_k=share)
     camp.inject_complete(F.SaturatedNeuron(), ["lif2"], sampling_k=share)
@@ -53,11 +53,11 @@ def main() -> None:
     camp.inject_complete(F.DeadSynapse(), ["td_conv2"], sampling_k=args.faults - 3 * share)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(camp.rounds), size=args.baseline_faults, replace=False))
-    base = Campaign(model, x.shape[1:], name="bench-base")
+    base = SpikingCampaign(model, x.shape[1:], name="bench-base")
     base.rounds = [camp.rounds[i] for i in pick]
 
     # warm up both paths (XLA compiles a few shapes) on a few rounds
-    warm = Campaign(model, x.shape[1:])
+    warm = SpikingCampaign(model, x.shape[1:])
     warm.rounds = camp.rounds[::max(1, len(camp.rounds) // 8)]
     warm.run((x, y), progress="silent")
     warm.run((x, y), progress="silent", rounds_per_pass=1, late_start=False, early_stop=False)
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"baseline: {len(base.rounds)} faults in {t_base:.2f} s, one forward pass each")
     print(f"batched:  {len(camp.rounds)} faults in {t_ours:.2f} s")
     for (layer, model_name), rounds in _groups(camp.rounds).items():  # detail, after timing
-        part = Campaign(model, x.shape[1:])
+        part = SpikingCampaign(model, x.shape[1:])
         part.rounds = rounds
         t0 = time.perf_counter()
         part.run((x, y), progress="silent")

@@ -4,7 +4,7 @@ Importing this package registers the spiking layers, so saved SNN models load wi
 `keras.models.load_model`.
 """
 
-from classes_tool.snn.campaign import Campaign
+from classes_tool.snn.campaign import SpikingCampaign
 from classes_tool.snn.faults import (
     DeadNeuron,
     DeadSynapse,
@@ -34,7 +34,7 @@ from classes_tool.snn.layers import (
 )
 
 __all__ = [
-    "Campaign",
+    "SpikingCampaign",
     "DeadNeuron",
     "DeadSynapse",
     "Fault",

@@ -64,7 +64,7 @@ class Results:
     """Scores of a campaign run and what follows from them.
 
     golden_scores (N, C); scores (R, N, C) per round; labels (N,) or None; info per round
-    (target, pattern, params) as given by `Campaign.round_info`.
+    (target, pattern, params) as given by `SpikingCampaign.round_info`.
     """
 
     def __init__(self, golden_scores: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,

@@ -191,7 +191,7 @@ def _shape_text(shape: tuple) -> str:
 
 
 def build_campaign(config: dict, seed: int, base: Path, source: str | Path | None = None):
-    """The Campaign described by `config`, with its rounds injected, and its data.
+    """The SpikingCampaign described by `config`, with its rounds injected, and its data.
 
     The config is validated first, and the data's sample shape is checked against the model's
     input (naming both), so nothing fails later in the middle of a run.
@@ -199,7 +199,7 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
     import keras
 
     import classes_tool.snn  # noqa: F401  (registers the layers)
-    from classes_tool.snn.campaign import Campaign
+    from classes_tool.snn.campaign import SpikingCampaign
 
     validate_config(config, source)
     seed = check_seed("seed", seed)
@@ -223,8 +223,8 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
                         f"encode/samples) but model {mp} expects {_shape_text(want)}")
     if len(x) == 0:
         raise UserError(f"data {data_path} holds no samples")
-    camp = Campaign(model, got, name=config.get("name", "snn-campaign"), seed=seed,
-                    model_path=str(mp))
+    camp = SpikingCampaign(model, got, name=config.get("name", "snn-campaign"), seed=seed,
+                           model_path=str(mp))
     for i, entry in enumerate(config["rounds"]):
         (kind, body), = entry.items()
         where = f"rounds[{i}].{kind}"

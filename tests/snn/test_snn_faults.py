@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import classes_tool.snn as snn  # noqa: E402
 from classes_tool.errors import UserError  # noqa: E402
 from classes_tool.snn import faults as F  # noqa: E402
-from classes_tool.snn.campaign import Campaign  # noqa: E402
+from classes_tool.snn.campaign import SpikingCampaign  # noqa: E402
 from classes_tool.snn.metrics import CLASSES, classify_snn, d_codes  # noqa: E402
 
 T = 8
@@ -74,14 +74,14 @@ def ref_net(model, x, lif1=None, w1=None, w2=None):
 
 
 def run_one(model, x, faults):
-    camp = Campaign(model, x.shape[1:], seed=0)
+    camp = SpikingCampaign(model, x.shape[1:], seed=0)
     camp.inject(faults)
     return camp.run((x, None), progress="silent").scores[0]
 
 
 def test_golden_matches_model_and_reference(tiny):
     model, x, _ = tiny
-    camp = Campaign(model, x.shape[1:])
+    camp = SpikingCampaign(model, x.shape[1:])
     golden = camp.golden(x)[-1]
     np.testing.assert_array_equal(golden, model.predict(x, verbose=0))
     np.testing.assert_array_equal(golden, ref_net(model, x))
@@ -218,7 +218,7 @@ def test_conv_synapse_fault_matches_reweighted_keras_model():
 
 def test_batched_rounds_equal_one_at_a_time(tiny):
     model, x, y = tiny
-    camp = Campaign(model, x.shape[1:], seed=5)
+    camp = SpikingCampaign(model, x.shape[1:], seed=5)
     for fm in (F.DeadNeuron(), F.SaturatedNeuron(), F.RandomNeuron(), F.StuckNeuron(prob=0.5),
                F.ParametricNeuron("threshold"), F.MembraneBitFlip(), F.SpikeFlip()):
         camp.inject_complete(fm, ["lif1", "lif2"], sampling_k=3)
@@ -231,7 +231,7 @@ def test_batched_rounds_equal_one_at_a_time(tiny):
                      early_stop=False, batch_size=5).scores
     np.testing.assert_array_equal(batched, plain)
     for r, rnd in enumerate(camp.rounds):  # and equal to separate one-round campaigns
-        single = Campaign(model, x.shape[1:])
+        single = SpikingCampaign(model, x.shape[1:])
         single.rounds = [rnd]
         np.testing.assert_array_equal(single.run((x, y), progress="silent").scores[0],
                                       batched[r])
@@ -240,8 +240,8 @@ def test_batched_rounds_equal_one_at_a_time(tiny):
 
 def test_random_sites_are_unique_and_seeded(tiny):
     model, x, _ = tiny
-    a = Campaign(model, x.shape[1:], seed=3)
-    b = Campaign(model, x.shape[1:], seed=3)
+    a = SpikingCampaign(model, x.shape[1:], seed=3)
+    b = SpikingCampaign(model, x.shape[1:], seed=3)
     for c in (a, b):
         c.inject([F.Fault(F.DeadNeuron(), "lif1", count=4)])
     assert a.rounds[0][0].sites == b.rounds[0][0].sites
@@ -256,7 +256,7 @@ def test_random_sites_are_unique_and_seeded(tiny):
 
 def test_round_management(tiny):
     model, x, _ = tiny
-    c = Campaign(model, x.shape[1:])
+    c = SpikingCampaign(model, x.shape[1:])
     c.inject([F.Fault(F.DeadNeuron(), "lif1", [(0,)])])
     c.then_inject([F.Fault(F.DeadNeuron(), "lif1", [(1,)])])
     c.inject_complete(F.SaturatedNeuron(), ["lif2"])
@@ -271,13 +271,13 @@ def test_round_management(tiny):
 
 def test_save_load_roundtrip(tiny, tmp_path):
     model, x, y = tiny
-    c = Campaign(model, x.shape[1:], name="rt", seed=9)
+    c = SpikingCampaign(model, x.shape[1:], name="rt", seed=9)
     c.inject_complete(F.ParametricNeuron("leak"), ["lif1"], sampling_k=2)
     c.then_inject([F.Fault(F.SynapseBitFlip(fmt="float32"), "td_fc2", count=2)])
     res = c.run((x, y), progress="silent")
     path = c.save(tmp_path / "camp.json")
     assert json.loads(path.read_text())["rounds"][0][0]["model"]["name"] == "leak"
-    loaded = Campaign.load(path, model)
+    loaded = SpikingCampaign.load(path, model)
     assert [[f.to_dict() for f in r] for r in loaded.rounds] == \
         [[f.to_dict() for f in r] for r in c.rounds]
     np.testing.assert_array_equal(loaded.results.scores, res.scores)

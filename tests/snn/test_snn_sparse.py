@@ -11,9 +11,16 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import classes_tool.snn as snn  # noqa: E402
-from classes_tool.snn import campaign as C  # noqa: E402
 from classes_tool.snn import faults as F  # noqa: E402
+from classes_tool.snn import step_batches  # noqa: E402
+from classes_tool.snn.campaign import SpikingCampaign  # noqa: E402
+from classes_tool.snn.golden_batch import GoldenBatch  # noqa: E402
 from classes_tool.snn.layers import lif_dynamics, lif_numpy  # noqa: E402
+from classes_tool.snn.sparse_propagation import (  # noqa: E402
+    NO_DIFFERENCE,
+    lif_on_difference,
+    updated_elements,
+)
 
 
 def ref_lif(cur, beta, thr, reset="subtract", refr=None, gain=None, mem_set=None):
@@ -83,7 +90,7 @@ def conv_snn():
 
 
 def _mixed_campaign(model, x, seed=4):
-    camp = C.Campaign(model, x.shape[1:], seed=seed)
+    camp = SpikingCampaign(model, x.shape[1:], seed=seed)
     for fm in (F.DeadNeuron(), F.SaturatedNeuron(), F.StuckNeuron(prob=0.3),
                F.ParametricNeuron("threshold"), F.ParametricNeuron("refractory"),
                F.MembraneBitFlip(), F.MembraneStuck(1.5), F.SpikeFlip()):
@@ -129,7 +136,7 @@ def _reweighted(model, layer_name, site, value):
 def test_synapse_faults_on_the_same_weight_act_in_fault_order(conv_snn):
     model, x = conv_snn
     site = (1, 1, 0, 2)
-    camp = C.Campaign(model, x.shape[1:])
+    camp = SpikingCampaign(model, x.shape[1:])
     camp.inject([F.Fault(F.StuckSynapse(1.0), "td_c1", [site]),
                  F.Fault(F.PerturbedSynapse(-3.0), "td_c1", [site])])   # 1.0, then times -3
     camp.then_inject([F.Fault(F.StuckSynapse(2.0), "td_c1", [site]),
@@ -148,7 +155,7 @@ def test_synapse_faults_on_the_same_weight_act_in_fault_order(conv_snn):
 def test_overlapping_windows_on_one_weight_act_in_fault_order_per_step(conv_snn):
     model, x = conv_snn
     site = (1, 1, 0, 2)
-    camp = C.Campaign(model, x.shape[1:])
+    camp = SpikingCampaign(model, x.shape[1:])
     camp.inject([F.Fault(F.StuckSynapse(2.0), "td_c1", [site], window=(0, 4)),
                  F.Fault(F.StuckSynapse(3.0), "td_c1", [site], window=(2, 6))])
     got = camp.run((x, None), progress="silent").scores[0]
@@ -162,31 +169,32 @@ def test_overlapping_windows_on_one_weight_act_in_fault_order_per_step(conv_snn)
     for ly in model.layers[model.layers.index(model.get_layer("td_c1")) + 1:]:
         h = np.asarray(ly(h))
     np.testing.assert_allclose(got, h, atol=1e-4)
-    only_last = C.Campaign(model, x.shape[1:])
+    only_last = SpikingCampaign(model, x.shape[1:])
     only_last.inject([F.Fault(F.StuckSynapse(3.0), "td_c1", [site])])
     assert not np.array_equal(got, only_last.run((x, None), progress="silent").scores[0])
 
 
 def test_updates_of_one_element_are_added_in_fault_order():
-    bt = C._Batch(np.zeros((2, 3, 1), np.float32), [np.ones((2, 3, 4), np.float32)])
+    bt = GoldenBatch(np.zeros((2, 3, 1), np.float32), [np.ones((2, 3, 4), np.float32)])
     big = np.float32(2.0 ** 24)  # 1 + 2^24 rounds to 2^24 in float32: the order shows
     key, feat = np.array([1 * 3 + 2]), np.array([3])  # row 1, step 2, feature 3
     upd = [(key, feat, np.array([big])), (key, feat, np.array([-big]))]
-    diff = C._updated_elements(bt, 0, upd, 4)
+    diff = updated_elements(bt, 0, upd, 4)
     assert diff.keys.tolist() == [5] and diff.feat.tolist() == [3] and diff.vals.tolist() == [0]
-    assert C._updated_elements(bt, 0, upd[::-1], 4).empty  # (1 - 2^24) + 2^24 = 1: golden
+    assert updated_elements(bt, 0, upd[::-1], 4).empty  # (1 - 2^24) + 2^24 = 1: golden
 
 
 def test_lif_difference_keeps_only_changed_slices(conv_snn):
     """A dead neuron on golden input differs exactly at the steps where it spiked."""
     model, x = conv_snn
-    camp = C.Campaign(model, x.shape[1:])
+    camp = SpikingCampaign(model, x.shape[1:])
     gold = camp.golden(x)
-    bt = C._Batch(x, gold)
+    bt = GoldenBatch(x, gold)
     i = camp.net.index["l1"]
     site = (3, 4, 1)
     fault = camp._resolve(F.Fault(F.DeadNeuron(), "l1", [site]))
-    diff = C._lif_sparse(camp.net.layers[i], i, bt, C._NONE, [(1, fault)])  # round 1 of a chunk
+    # round 1 of a chunk
+    diff = lif_on_difference(camp.net.layers[i], i, bt, NO_DIFFERENCE, [(1, fault)])
     n, steps = len(x), x.shape[1]
     fired = gold[i][(slice(None), slice(None)) + site] > 0  # (samples, steps)
     s, t = np.nonzero(fired)
@@ -203,7 +211,7 @@ def test_membrane_readout_model_batched_equals_plain():
               keras.layers.Dense(3, name="fc2")]
     model = snn.unroll(layers, (5, 4), readout="membrane")
     x = snn.rate_encode(np.random.default_rng(0).random((6, 4)), 5, seed=1)
-    camp = C.Campaign(model, x.shape[1:], seed=1)
+    camp = SpikingCampaign(model, x.shape[1:], seed=1)
     camp.inject_complete(F.DeadNeuron(), ["l1"])
     camp.inject_complete(F.PerturbedSynapse(), ["td_fc1", "td_fc2"], sampling_k=3)
     sparse = camp.run((x, None), progress="silent").scores
@@ -225,7 +233,7 @@ def test_whole_rows_after_a_layer_of_another_kind_equal_plain():
     h = snn.LIF(0.8, 0.5, name="l2")(h)
     model = keras.Model(inp, snn.Readout("count", name="readout")(h))
     x = snn.rate_encode(np.random.default_rng(3).random((5, 4)), 5, seed=2)
-    camp = C.Campaign(model, x.shape[1:], seed=2)
+    camp = SpikingCampaign(model, x.shape[1:], seed=2)
     camp.inject_complete(F.DeadNeuron(), ["l1"], sampling_k=3)
     camp.inject_complete(F.PerturbedSynapse(), ["td_fc2"], sampling_k=3)
     camp.then_inject([F.Fault(F.SaturatedNeuron(), "l1", count=2),
@@ -243,12 +251,12 @@ def test_whole_rows_after_a_layer_of_another_kind_equal_plain():
 
 
 def test_aligned_batches_reach_tensorflow_unchanged():
-    a = C._aligned((37, 3))
+    a = step_batches.aligned_array((37, 3))
     a[...] = np.arange(a.size, dtype=np.float32).reshape(a.shape)
-    assert a.ctypes.data % C._ALIGN == 0
-    np.testing.assert_array_equal(C._as_tensor(a).numpy(), a)
+    assert a.ctypes.data % step_batches.ALIGNMENT == 0
+    np.testing.assert_array_equal(step_batches.as_tensor(a).numpy(), a)
     odd = np.arange(12, dtype=np.float32)[1:].reshape(1, 11)  # unaligned view: copied
-    np.testing.assert_array_equal(C._as_tensor(odd).numpy(), odd)
-    sizes = [C._bucket(n) for n in range(1, 20000, 7)]
+    np.testing.assert_array_equal(step_batches.as_tensor(odd).numpy(), odd)
+    sizes = [step_batches.bucket_size(n) for n in range(1, 20000, 7)]
     assert all(s >= n for s, n in zip(sizes, range(1, 20000, 7), strict=True))
     assert len(set(sizes)) < 60
