@@ -15,7 +15,7 @@ from classes_tool.errors import UserError
 from classes_tool.files import atomic_path
 
 from .converter import build_keras_model, load_onnx_model
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_differences
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, check_runtime_opsets, verify_differences
 
 
 @dataclass
@@ -93,6 +93,7 @@ def convert_onnx_with_report(onnx_path: str | os.PathLike,
     if output_path is not None and Path(output_path).suffix not in (".h5", ".keras"):
         raise UserError(f"output file must end in .h5 or .keras: {output_path}")
     onnx_model = load_onnx_model(onnx_path)
+    check_runtime_opsets(onnx_model, onnx_path)  # also with --no-verify
     keras_model, converter = build_keras_model(onnx_model, input_shapes)
     lambdas = [layer.name for layer in keras_model.layers
                if isinstance(layer, keras.layers.Lambda)]

@@ -9,6 +9,8 @@ box coordinate near 300 are 1.2e-4).
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +18,73 @@ import keras
 import numpy as np
 import onnx
 
+from classes_tool.errors import UserError
+
 #: Default tolerance of the check: absolute part and magnitude-relative part.
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
+
+#: The default ONNX operator domain (written "" or "ai.onnx").
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _runtime_loads_opset(opset: int) -> bool:
+    """Whether ONNX Runtime loads a one-node model of the default domain at `opset`, allowing
+    released opsets only (its default; an opset still in development is refused)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # any IR version the runtime reads: the probe is about the opset
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.allow_released_opsets_only", "1")
+    try:
+        ort.InferenceSession(model.SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - the runtime's own exception types (Fail, ...)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def onnxruntime_max_opset() -> int | None:
+    """The newest opset of the default ONNX domain that the installed ONNX Runtime runs, found
+    by loading a one-node model (ONNX Runtime has no call that says it; its refusal names the
+    number only in its message text). None when it runs none (a broken installation: the
+    verification then says why)."""
+    newest = known = onnx.defs.onnx_opset_version()
+    if _runtime_loads_opset(newest):  # the usual case: onnx and the runtime agree
+        while newest < known + 8 and _runtime_loads_opset(newest + 1):
+            newest += 1
+        return newest
+    for opset in range(newest - 1, 0, -1):
+        if _runtime_loads_opset(opset):
+            return opset
+    return None
+
+
+def check_runtime_opsets(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Refuse a model whose default-domain opset ONNX Runtime does not run, with or without
+    verification: a conversion is only trusted once ONNX Runtime can check it, and an opset
+    newer than the runtime may give an op a meaning it does not know."""
+    imported = [entry.version for entry in onnx_model.opset_import
+                if entry.domain in DEFAULT_DOMAINS]
+    if not imported:
+        return
+    newest = onnxruntime_max_opset()
+    if newest is not None and max(imported) > newest:
+        import onnxruntime as ort
+
+        raise UserError(f"{path} uses ONNX opset {max(imported)}; the installed onnxruntime "
+                        f"{ort.__version__} runs opsets up to {newest}, and every conversion "
+                        f"must be one it can check: export the model with opset {newest} or "
+                        "older")
 
 
 def _nchw_to_nhwc(a: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from classes_tool.campaign.config import read_yaml
 from classes_tool.config_checks import check_seed, positive_int
 from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
+from classes_tool.limits import check_model_file
 from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.dataflow import LINES
 from classes_tool.systolic.faults import BitFlip, StuckAt
@@ -291,6 +292,7 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     model_path = Path(cfg["model"])
     if not model_path.is_file():
         raise UserError(f"model file not found: {model_path}")
+    check_model_file(model_path)  # the sizes it declares, before Keras allocates anything
     try:
         model = keras.models.load_model(model_path, compile=False)
     except (OSError, ValueError, TypeError) as exc:
