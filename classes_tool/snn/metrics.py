@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classes_tool.campaign.intervals import Interval, fault_mean_interval, stratified_interval
+from classes_tool.results.intervals import Interval, fault_mean_interval, stratified_interval
 
 CLASSES = ("masked", "d<5", "5<=d<10", "10<=d<20", "d>=20", "sdc1", "due")
 EDGES = np.array([5.0, 10.0, 20.0])

@@ -265,8 +265,8 @@ def _table_text(rows: list[dict], key: str, has_labels: bool) -> tuple[str, str]
 
 def write_store(results: Results, db_path: Path, meta: dict) -> Path:
     """One row per (round, sample) in the shared result store; outcomes from the softmax scores."""
-    from classes_tool.campaign.outcomes import classify
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.outcomes import classify
+    from classes_tool.results.store import ResultStore
 
     n = results.golden_scores.shape[0]
     g = softmax(results.golden_scores)
@@ -316,7 +316,7 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
     meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": camp.seed,
             "samples": int(len(x)), "rounds": len(camp.rounds), "duration_s": camp.duration}
     files["store"] = write_store(res, db, meta)
-    from classes_tool.campaign.report import write_report
+    from classes_tool.results.report import write_report
     files.update({f"report/{k}": v for k, v in write_report(db, out / "report").items()})
     has_labels = y is not None
     for key, stem in (("target", "snn_by_layer"), ("pattern", "snn_by_fault_model"),

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from classes_tool.campaign.config import read_yaml
 from classes_tool.config_checks import check_seed, positive_int
+from classes_tool.config_reader import read_yaml
 from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
 from classes_tool.limits import check_model_file
@@ -277,12 +277,12 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     """
     import keras  # heavy: only when a campaign really runs
 
-    from classes_tool.campaign.adaptive import sizing_for
-    from classes_tool.campaign.estimates import design_from_meta, stored_schedule
-    from classes_tool.campaign.outcomes import classify
-    from classes_tool.campaign.report import plot_heatmap, write_report
-    from classes_tool.campaign.stats import leveugle_sample_size
-    from classes_tool.campaign.store import ResultStore, rows_from_classification
+    from classes_tool.results.adaptive import sizing_for
+    from classes_tool.results.estimates import design_from_meta, stored_schedule
+    from classes_tool.results.outcomes import classify
+    from classes_tool.results.report import plot_heatmap, write_report
+    from classes_tool.results.stats import leveugle_sample_size
+    from classes_tool.results.store import ResultStore, rows_from_classification
     from classes_tool.systolic.layers import calibrate, compatible_layers, predict, replace_layers
 
     cfg = validate_config({k: v for k, v in config.items()}, base_dir=".")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from classes_tool.campaign.intervals import fault_mean_interval, stratified_interval
+from classes_tool.results.intervals import fault_mean_interval, stratified_interval
 from classes_tool.snn.metrics import CLASSES, Results
 
 

@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import classes_tool.snn as snn  # noqa: E402
-from classes_tool.campaign.store import ResultStore  # noqa: E402
 from classes_tool.errors import UserError  # noqa: E402
+from classes_tool.results.store import ResultStore  # noqa: E402
 from classes_tool.snn.runner import run_snn_campaign_from_config  # noqa: E402
 
 

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.errors import UserError
+from classes_tool.results.stats import leveugle_sample_size
 from classes_tool.systolic import SystolicArray
 from classes_tool.systolic.campaign import (
     FaultSpace,
@@ -167,7 +167,7 @@ def test_adaptive_sizing_stops_at_the_margin_and_resumes_identically(tmp_path):
     """sizing: adaptive runs a prefix of the same fault order in stages, stops once the report's
     own intervals (without replacement, betting on the stages) reach the margin, and a second
     run on the same folder adds nothing."""
-    from classes_tool.campaign.report import target_estimates
+    from classes_tool.results.report import target_estimates
 
     model_path, data = _files(tmp_path)
     config = {"target": "systolic", "model": str(model_path), "data": str(data),

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from classes_tool.campaign.stats import leveugle_sample_size
 from classes_tool.errors import UserError
+from classes_tool.results.stats import leveugle_sample_size
 from classes_tool.systolic import StuckAt, SystolicArray
 from classes_tool.systolic.campaign import (
     load_systolic_config,
@@ -173,7 +173,7 @@ def test_shared_campaign_is_deterministic_and_resumes(tmp_path, monkeypatch):
     assert _rows(again["db"]) == reference
 
     # stop after 3 committed faults, as a kill would, then resume
-    from classes_tool.campaign.store import ResultStore
+    from classes_tool.results.store import ResultStore
 
     add, calls = ResultStore.add, []
 
