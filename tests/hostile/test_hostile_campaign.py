@@ -14,7 +14,7 @@ import yaml
 from helpers import MODELS
 
 from classes_tool.campaign import runner as runner_module
-from classes_tool.campaign.store import CONTENT_HASHES, ResultStore
+from classes_tool.results.store import CONTENT_HASHES, ResultStore
 
 
 def _rows(db):
