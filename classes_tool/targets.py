@@ -46,7 +46,8 @@ class Target:
         scale = {"workers": workers, "address": address,
                  "threads_per_worker": threads_per_worker}
         if (workers is not None or address is not None) and not self.distributed:
-            raise UserError(f"--workers and --address run layers campaigns on Ray; a "
+            on_ray = ", ".join(t.name for t in TARGETS.values() if t.distributed)
+            raise UserError(f"--workers and --address run {on_ray} campaigns on Ray; a "
                             f"{self.name} campaign runs in one process")
         if not self.distributed:
             scale = {}
@@ -59,7 +60,7 @@ TARGETS = {t.name: t for t in (
            "faults after chosen nodes of a Keras model, from CLASSES error models", True),
     Target("systolic", "classes_tool.systolic.target",
            "register-level faults of a systolic array running the model's matrix products",
-           False),
+           True),
     Target("snn", "classes_tool.snn.target",
            "neuron and synapse faults of a spiking (LIF) network", False),
 )}

@@ -15,6 +15,7 @@ report, grouped per line and per bit, plus a heat map of the critical-SDC rate p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -267,143 +268,235 @@ def _check_shape(model, x: np.ndarray, path: str, model_path: Path) -> None:
     raise UserError(f"{path}: inputs are shaped {got} but model {model_path} expects {text}")
 
 
+class SystolicSetup:
+    """What a systolic campaign builds from its config before any fault runs, the same on the
+    driver and on every remote worker: the model, inputs, array, fault space, and per target
+    its layers and the order in which its faults are drawn."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        import keras  # heavy: only when a campaign really runs
+
+        from classes_tool.registration import register_layers
+        from classes_tool.results.adaptive import sizing_for
+        from classes_tool.results.stats import leveugle_sample_size
+        from classes_tool.systolic.layers import compatible_layers
+
+        self.cfg = cfg
+        model_path = self.model_path = Path(cfg["model"])
+        if not model_path.is_file():
+            raise UserError(f"model file not found: {model_path}")
+        check_model_file(model_path)  # the sizes it declares, before Keras allocates anything
+        register_layers()
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserError(f"cannot load model {model_path}: {str(exc).splitlines()[0]}"
+                            ) from None
+        if len(model.inputs) != 1:
+            raise UserError(f"model {model_path} has {len(model.inputs)} inputs; systolic "
+                            "campaigns need a model with one input")
+        self.model = model
+        x, y = _load_npz(cfg["data"], "data")
+        _check_shape(model, x, cfg["data"], model_path)
+        if cfg.get("inputs"):
+            x, y = x[:cfg["inputs"]], (None if y is None else y[:cfg["inputs"]])
+        if len(x) == 0:
+            raise UserError(f"data file {cfg['data']} holds no inputs")
+        self.x, self.y = x, y
+        array = self.array = SystolicArray(**cfg["array"])
+        compatible = compatible_layers(model)
+        layers = cfg.get("layers") or compatible
+        if not layers:
+            raise UserError("the model has no Conv2D/Dense layer that can run on the array")
+        for name in layers:
+            if name not in compatible:
+                raise UserError(f"layer {name!r} is not a Conv2D/Dense of the model; "
+                                f"compatible: {', '.join(compatible)}")
+        if cfg["shared"]:
+            layers = list(dict.fromkeys(layers))
+            targets = [(shared_target_name(layers), layers)]
+        else:
+            targets = [(name, [name]) for name in layers]
+        self.layers = layers
+        self.calibration = None
+        if array.in_dtype.kind in "iu":
+            calib = x if cfg.get("calibration") is None else _load_npz(cfg["calibration"],
+                                                                       "calibration")[0]
+            _check_shape(model, calib, cfg.get("calibration") or cfg["data"], model_path)
+            self.calibration = calib[:cfg["calibration_inputs"]]
+        self.space = FaultSpace(array, cfg["lines"], cfg["fault_models"], cfg.get("bits"))
+        #: (target, its layers, fault indices in the population), and each target's offset
+        self.plan: list[tuple[str, list[str], np.ndarray]] = []
+        self.offsets: dict[str, int] = {}
+        self.population: dict[str, int] = {}
+        adaptive = cfg.get("sizing") == "adaptive"
+        self.sizing = (sizing_for(self.space.size, cfg["margin"], cfg["confidence"],
+                                  cfg.get("pilot_faults"), cfg.get("max_faults"))
+                       if adaptive else None)
+        offset = 0
+        for t, (name, names) in enumerate(targets):
+            if self.sizing is not None:
+                n = self.sizing.cap  # the space is ordered up to the cap; stages take a prefix
+            else:
+                n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
+                    self.space.size, cfg["margin"], cfg["confidence"], cfg["p"])
+            n = min(n, self.space.size)
+            order = np.random.default_rng([cfg["seed"], t]).permutation(self.space.size)[:n]
+            self.plan.append((name, names, order))
+            self.population[name], self.offsets[name] = self.space.size, offset
+            offset += n
+
+    def meta(self) -> dict[str, Any]:
+        cfg, array = self.cfg, self.array
+        meta = {"target": "systolic", "model": str(self.model_path), "data": cfg["data"],
+                "inputs": int(len(self.x)), "seed": cfg["seed"], "array": array.config(),
+                "lines": cfg["lines"], "fault_models": cfg["fault_models"],
+                "bits": cfg.get("bits"), "population": self.population, "margin": cfg["margin"],
+                "confidence": cfg["confidence"], "p": cfg["p"], "tolerance": cfg["tolerance"],
+                "layers": self.layers}
+        if cfg["shared"]:
+            meta["shared"] = True  # only then: stores made before this key existed still resume
+        if cfg.get("input_set", "fixed") != "fixed":
+            meta["input_set"] = cfg["input_set"]
+        if self.sizing is not None:
+            meta.update({"sizing": "adaptive",
+                         "pilot_faults_per_target": {n: self.sizing.pilot for n, _, _ in self.plan},
+                         "max_faults_per_target": {n: self.sizing.cap for n, _, _ in self.plan}})
+        return json.loads(json.dumps(meta))
+
+    def files(self) -> dict[str, Path]:
+        """The files the campaign reads, by config key (what a remote worker is sent)."""
+        keys = ("model", "data", "calibration")
+        return {k: Path(self.cfg[k]) for k in keys if self.cfg.get(k) is not None}
+
+
+class SystolicWorker:
+    """Evaluates the faults of a setup (a work unit is one fault of one target, on every
+    input): the target's layers moved onto the array once, its golden outputs computed once."""
+
+    def __init__(self, setup: SystolicSetup):
+        self.setup = setup
+        self._target: tuple[int, Any, np.ndarray] | None = None
+
+    @classmethod
+    def from_files(cls, cfg: dict[str, Any], paths: dict[str, Path]) -> SystolicWorker:
+        """A worker of the campaign `cfg` whose files were copied to `paths` (a Ray actor's)."""
+        return cls(SystolicSetup({**cfg, **{k: str(v) for k, v in paths.items()}}))
+
+    def _model(self, t: int):
+        from classes_tool.systolic.layers import calibrate, predict, replace_layers
+
+        if self._target is None or self._target[0] != t:
+            setup = self.setup
+            self._target = None  # the previous target's copy goes before the next is built
+            sys_model = replace_layers(setup.model, setup.plan[t][1], setup.array)
+            if setup.calibration is not None:
+                calibrate(sys_model, setup.calibration)
+            setup.array.clear_faults()
+            golden = predict(sys_model, setup.x, setup.cfg["batch_size"])
+            self._target = (t, sys_model, golden)
+        return self._target[1], self._target[2]
+
+    def compute(self, t: int, i: int) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+        """(pattern, params, outcome columns over the inputs) of fault `i` of target `t`."""
+        from classes_tool.results.outcomes import classify
+        from classes_tool.systolic.layers import predict
+
+        setup = self.setup
+        sys_model, golden = self._model(t)
+        pattern, params = setup.space.fault(int(setup.plan[t][2][i]))
+        setup.array.clear_faults()
+        setup.array.add_fault(make_fault(pattern, params))
+        try:
+            faulty = predict(sys_model, setup.x, setup.cfg["batch_size"])
+        finally:
+            setup.array.clear_faults()
+        return pattern, params, classify(golden, faulty, **setup.cfg["tolerance"])
+
+
 def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = None,
-                          seed: int | None = None, quiet: bool = False) -> dict[str, Any]:
+                          seed: int | None = None, quiet: bool = False, resume: bool = True,
+                          workers: int | None = None, address: str | None = None,
+                          threads_per_worker: int | None = None) -> dict[str, Any]:
     """Run (or resume) a systolic campaign; return {'db', 'report' (files), 'heatmap', ...}.
 
     `config` is a dict as `load_systolic_config` returns (or `validate_config` accepts; relative
     paths are then taken from the current folder). `out_dir` and `seed` override the config.
-    Results go to ``<out_dir>/results.sqlite``; the report to ``<out_dir>/report``.
+    Results go to ``<out_dir>/results.db``; the report to ``<out_dir>/report``. `resume=False`
+    refuses a folder that already holds results. `workers`/`address`: the faults run on Ray
+    actors (see `classes_tool.distributed`), with the same rows.
     """
-    import keras  # heavy: only when a campaign really runs
+    import functools
 
-    from classes_tool.results.adaptive import sizing_for
     from classes_tool.results.estimates import design_from_meta, stored_schedule
-    from classes_tool.results.outcomes import classify
     from classes_tool.results.report import plot_heatmap, write_report
-    from classes_tool.results.stats import leveugle_sample_size
-    from classes_tool.results.store import ResultStore, rows_from_classification
-    from classes_tool.systolic.layers import calibrate, compatible_layers, predict, replace_layers
+    from classes_tool.results.store import RESULTS_FILE, ResultStore, rows_from_classification
 
     cfg = validate_config({k: v for k, v in config.items()}, base_dir=".")
     if seed is not None:
         cfg["seed"] = check_seed("seed", seed)
     out = Path(out_dir if out_dir is not None else cfg.get("output", "runs/systolic"))
-    model_path = Path(cfg["model"])
-    if not model_path.is_file():
-        raise UserError(f"model file not found: {model_path}")
-    check_model_file(model_path)  # the sizes it declares, before Keras allocates anything
-    try:
-        model = keras.models.load_model(model_path, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot load model {model_path}: {str(exc).splitlines()[0]}") from None
-    if len(model.inputs) != 1:
-        raise UserError(f"model {model_path} has {len(model.inputs)} inputs; systolic campaigns "
-                        "need a model with one input")
-    x, y = _load_npz(cfg["data"], "data")
-    _check_shape(model, x, cfg["data"], model_path)
-    if cfg.get("inputs"):
-        x, y = x[:cfg["inputs"]], (None if y is None else y[:cfg["inputs"]])
-    if len(x) == 0:
-        raise UserError(f"data file {cfg['data']} holds no inputs")
-    array = SystolicArray(**cfg["array"])
-    compatible = compatible_layers(model)
-    layers = cfg.get("layers") or compatible
-    if not layers:
-        raise UserError("the model has no Conv2D/Dense layer that can run on the array")
-    for name in layers:
-        if name not in compatible:
-            raise UserError(f"layer {name!r} is not a Conv2D/Dense of the model; compatible: "
-                            f"{', '.join(compatible)}")
-    if cfg["shared"]:
-        layers = list(dict.fromkeys(layers))
-        targets = [(shared_target_name(layers), layers)]
-    else:
-        targets = [(name, [name]) for name in layers]
-    calib = None
-    if array.in_dtype.kind in "iu":
-        calib = x if cfg.get("calibration") is None else _load_npz(cfg["calibration"],
-                                                                   "calibration")[0]
-        _check_shape(model, calib, cfg.get("calibration") or cfg["data"], model_path)
-        calib = calib[:cfg["calibration_inputs"]]
-    space = FaultSpace(array, cfg["lines"], cfg["fault_models"], cfg.get("bits"))
-    plan = []  # (target, its layers, fault indices in the population)
-    offset = 0
-    population, offsets = {}, {}
-    adaptive = cfg.get("sizing") == "adaptive"
-    sizing = (sizing_for(space.size, cfg["margin"], cfg["confidence"], cfg.get("pilot_faults"),
-                         cfg.get("max_faults")) if adaptive else None)
-    for t, (name, names) in enumerate(targets):
-        if sizing is not None:
-            n = sizing.cap  # the order of the space is drawn up to the cap; stages take a prefix
-        else:
-            n = cfg["faults"] if cfg.get("faults") else leveugle_sample_size(
-                space.size, cfg["margin"], cfg["confidence"], cfg["p"])
-        n = min(n, space.size)
-        order = np.random.default_rng([cfg["seed"], t]).permutation(space.size)[:n]
-        plan.append((name, names, order))
-        population[name], offsets[name] = space.size, offset
-        offset += n
-    meta = {"target": "systolic", "model": str(model_path), "data": cfg["data"],
-            "inputs": int(len(x)), "seed": cfg["seed"], "array": array.config(),
-            "lines": cfg["lines"], "fault_models": cfg["fault_models"],
-            "bits": cfg.get("bits"), "population": population, "margin": cfg["margin"],
-            "confidence": cfg["confidence"], "p": cfg["p"], "tolerance": cfg["tolerance"],
-            "layers": layers}
-    if cfg["shared"]:
-        meta["shared"] = True  # only then: stores made before this key existed still resume
-    if cfg.get("input_set", "fixed") != "fixed":
-        meta["input_set"] = cfg["input_set"]
-    if sizing is not None:
-        meta.update({"sizing": "adaptive",
-                     "pilot_faults_per_target": {name: sizing.pilot for name, _, _ in plan},
-                     "max_faults_per_target": {name: sizing.cap for name, _, _ in plan}})
+    db = out / RESULTS_FILE
+    if not resume and db.is_file() and db.stat().st_size:
+        raise UserError(f"{db} already exists: continue it with --resume, or choose another "
+                        "output folder (--out)")
+    if (out / "results.sqlite").exists() and not db.exists():
+        raise UserError(f"{out / 'results.sqlite'} is the store of an older version of this "
+                        f"tool: rename it to {RESULTS_FILE} to continue it")
+    setup = SystolicSetup(cfg)
+    x, y = setup.x, setup.y
+    meta = setup.meta()
     out.mkdir(parents=True, exist_ok=True)
-    db = out / "results.sqlite"
     started = time.perf_counter()
-    total_faults = offset
-    done_faults = 0
-    with ResultStore(db, meta=json.loads(json.dumps(meta))) as store:
+    total_faults = sum(len(order) for _, _, order in setup.plan)
+    progress = {"faults": 0}
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if workers is not None or address is not None:
+            from classes_tool.distributed.ray_executor import RayExecutor
+
+            executor = stack.enter_context(RayExecutor(
+                setup.files(), functools.partial(SystolicWorker.from_files, cfg), workers, address,
+                threads_per_worker))
+        local = SystolicWorker(setup)
+        store = stack.enter_context(ResultStore(db, meta=meta))
         done = store.done_pairs()
-        for name, names, order in plan:
-            sys_model = replace_layers(model, names, array)
-            if calib is not None:
-                calibrate(sys_model, calib)
-            array.clear_faults()
-            golden = predict(sys_model, x, cfg["batch_size"])
+        for t, (name, _, order) in enumerate(setup.plan):
+            offset = setup.offsets[name]
 
-            def run_faults(first: int, last: int, name=name, order=order, sys_model=sys_model,
-                           golden=golden) -> None:
+            def commit(i: int, result, name=name, offset=offset) -> None:
+                pattern, params, cls = result
+                fault_index = offset + i
+                rows = rows_from_classification([fault_index] * len(x), range(len(x)), cls,
+                                                None if y is None else y.tolist())
+                store.add([{"fault_index": fault_index, "target": name, "pattern": pattern,
+                            "params": params}], rows)
+                progress["faults"] += 1
+                n = progress["faults"]
+                if not quiet and (n % 25 == 0 or n == total_faults):
+                    print(f"[systolic] {n}/{total_faults} faults "
+                          f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+            def run_faults(first: int, last: int, t=t, offset=offset, commit=commit) -> None:
                 """Faults first..last-1 of this target (those not stored yet)."""
-                nonlocal done_faults
-                for i in range(first, last):
-                    pop_index = int(order[i])
-                    fault_index = offsets[name] + i
-                    done_faults += 1
-                    if all((fault_index, k) in done for k in range(len(x))):
-                        continue
-                    pattern, params = space.fault(pop_index)
-                    array.clear_faults()
-                    array.add_fault(make_fault(pattern, params))
-                    faulty = predict(sys_model, x, cfg["batch_size"])
-                    array.clear_faults()
-                    cls = classify(golden, faulty, **cfg["tolerance"])
-                    rows = rows_from_classification([fault_index] * len(x), range(len(x)), cls,
-                                                    None if y is None else y.tolist())
-                    store.add([{"fault_index": fault_index, "target": name, "pattern": pattern,
-                                "params": params}], rows)
-                    if not quiet and (done_faults % 25 == 0 or done_faults == total_faults):
-                        print(f"[systolic] {done_faults}/{total_faults} faults "
-                              f"({time.perf_counter() - started:.1f} s)", flush=True)
+                todo = [i for i in range(first, last)
+                        if not all((offset + i, k) in done for k in range(len(x)))]
+                progress["faults"] += (last - first) - len(todo)
+                if executor is not None:
+                    executor.run_units(t, todo, commit,
+                                       lambda i, t=t: f"{setup.plan[t][0]} fault {i}")
+                else:
+                    for i in todo:
+                        commit(i, local.compute(t, i))
 
-            if sizing is None:
+            if setup.sizing is None:
                 run_faults(0, len(order))
                 continue
             design = design_from_meta(store.meta)
             first = 0
-            while True:  # stages until the margin (see campaign.adaptive)
-                stages, finished = stored_schedule(store.connection, name, offsets[name],
-                                                   offsets[name] + len(order), design, sizing,
+            while True:  # stages until the margin (see results.adaptive)
+                stages, finished = stored_schedule(store.connection, name, offset,
+                                                   offset + len(order), design, setup.sizing,
                                                    len(x))
                 if finished:
                     break
@@ -419,7 +512,7 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
     with ResultStore(db, must_exist=True) as reader:  # adaptive sizing: what the stages ran
         ran = len(reader.faults())
     return {"db": db, "report": files, "heatmap": heatmap, "faults": ran,
-            "inputs": int(len(x)), "population": population}
+            "inputs": int(len(x)), "population": setup.population}
 
 
 def run_systolic_config(path: str | Path, out_dir: str | Path | None = None,

@@ -9,11 +9,12 @@ from classes_tool.systolic.campaign import load_systolic_config, run_systolic_ca
 
 
 def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
-        quiet: bool = False, seed: int | None = None):
-    """Run a systolic campaign config; a stopped one continues where its store ends (its
-    faults are drawn without replacement from one ordered list, so `resume` changes
-    nothing: the stored faults are always kept)."""
-
-    result = run_systolic_campaign(load_systolic_config(config_path), out, seed, quiet)
+        quiet: bool = False, seed: int | None = None, workers: int | None = None,
+        address: str | None = None, threads_per_worker: int | None = None) -> CampaignResult:
+    """Run a systolic campaign config (`resume`: continue the store an earlier run left; each
+    unit is one fault on every input, on Ray actors with `workers`/`address`)."""
+    result = run_systolic_campaign(load_systolic_config(config_path), out, seed, quiet,
+                                   resume=resume, workers=workers, address=address,
+                                   threads_per_worker=threads_per_worker)
     files = {f"report/{name}": path for name, path in result.get("report", {}).items()}
     return CampaignResult(db=Path(result["db"]), files=files)

@@ -187,7 +187,7 @@ def test_shared_campaign_is_deterministic_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_systolic_campaign(config, tmp_path / "stopped", seed=2, quiet=True)
     monkeypatch.setattr(ResultStore, "add", add)
-    assert len(_rows(tmp_path / "stopped" / "results.sqlite")[0]) == 3
+    assert len(_rows(tmp_path / "stopped" / "results.db")[0]) == 3
     resumed = run_systolic_campaign(config, tmp_path / "stopped", seed=2, quiet=True)
     assert _rows(resumed["db"]) == reference
 
