@@ -19,6 +19,7 @@ one small array per channel.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -297,11 +298,62 @@ def _span(rng, size: int, anchor: int, low: int, high: int, pct: Any) -> tuple[i
     return width, start, _pick(rng, width, pct)
 
 
-def _shattered(rng, h, w, c, p, quasi: bool):
+#: Most errors a span keeps when the site would otherwise be a multi-channel block: 10 errors
+#: or fewer are never a block (`block_counts`).
+SPAN_MOST = 10
+
+
+def _block_of(k: int, first: int, last: int, largest: int) -> int:
+    """The classifier's block test on k sorted indices from first to last: the block size, 0
+    when they are not one block (11-16 errors within 16, 17-32 within 32, 33-64 within 64, no
+    larger than `largest`)."""
+    if k <= 10:
+        return 0
+    b = 16 if k <= 16 else 32 if k <= 32 else 64 if k <= 64 else 0
+    return b if b and last - first <= b and largest >= b else 0
+
+
+def _block_leader(spans: list[tuple[int, int, int]], size: int) -> int:
+    """Which of the channels, each given as (count, first, last) of its distinct map positions,
+    is the leader of a multi-channel block (the largest block, then the earliest; every other
+    channel lies within [first, first + block size] or holds a block of its own); -1 when the
+    channels are not a multi-channel block."""
+    best, first, lead = -1, size, -1
+    for j, (k, lo, hi) in enumerate(spans):
+        b = _block_of(k, lo, hi, size)
+        if b and (b > best or (b == best and lo < first)):
+            best, first, lead = b, lo, j
+    if lead < 0:
+        return -1
+    for k, lo, hi in spans:
+        if not ((lo >= first and hi <= first + best) or _block_of(k, lo, hi, 64)):
+            return -1
+    return lead
+
+
+def _nearest(kept: Any, anchor: int, most: int) -> list[int]:
+    """The `most` positions of `kept` nearest the anchor (a tie: the one before it), sorted."""
+    s = sorted(kept)
+    lo = hi = bisect_left(s, anchor)
+    while hi - lo < most:
+        if lo > 0 and (hi == len(s) or anchor - s[lo - 1] <= s[hi] - anchor):
+            lo -= 1
+        else:
+            hi += 1
+    return s[lo:hi]
+
+
+def _shattered(rng, h, w, c, p, quasi: bool, settle: bool = False):
     """Shattered glass: a point (the anchor) corrupted in every chosen channel, with a span of
     neighbours around it in each. Quasi-shattered: the anchor is corrupted in the first two
-    channels only; the last channel's span lies beside it (never on it) and the others may
-    drift off it, so some position is shared by two channels but not by all."""
+    channels only; the last channel's span lies beside the span those two share (never on it)
+    and the others may drift off the anchor, so some position is shared by two channels but
+    none by all.
+
+    Dense spans of 11 to 64 errors are blocks, and channels that all hold one or lie in the
+    leader's block are a multi-channel block. `settle` (the last of a site's draws, see
+    `draw_positions`): while the channels form one, the leader's span keeps only its SPAN_MOST
+    errors nearest the anchor (at most 10 errors are never a block)."""
     size = h * w
     integers = rng.integers
     anchor = int(integers(0, size))
@@ -314,6 +366,7 @@ def _shattered(rng, h, w, c, p, quasi: bool):
                                               "shattered_channel"])
     last = len(chans) - 1
     pieces: list[tuple[int, Any]] = []
+    shared = (0, 0)  # quasi: the first and last position of the span channels 0 and 1 share
     for j, ch in enumerate(chans):
         width, start, sel = _span(rng, size, anchor, low, high, pct)
         if j == 0 and width * 2 > size > 1:  # one channel at most half corrupted: not full
@@ -322,12 +375,17 @@ def _shattered(rng, h, w, c, p, quasi: bool):
             sel = None if sel is None else sel[sel < width]
             if sel is not None and len(sel) == 0:
                 sel = None
+        if j == 0:
+            shared = (start, start + width - 1)
+        elif j == 1:
+            shared = (max(shared[0], start), min(shared[1], start + width - 1))
         if quasi and j == last and j >= 2 and size > 1:
-            # beside the anchor: right of it when it fits (or by a coin), else left of it
-            room_right, room_left = size - 1 - anchor, anchor
+            # beside the shared span (both spans hold the anchor): right of it when it fits
+            # (or by a coin), else left of it
+            room_right, room_left = size - 1 - shared[1], shared[0]
             width = max(1, min(width, max(room_right, room_left)))
             right = room_right >= width and (room_left < width or rng.random() < 0.5)
-            start = anchor + 1 if right else anchor - width
+            start = shared[1] + 1 if right else shared[0] - width
             if sel is not None:
                 sel = sel[sel < width]
                 if len(sel) == 0:
@@ -341,6 +399,15 @@ def _shattered(rng, h, w, c, p, quasi: bool):
             shift = int(integers(1, width + 1))
             kept = {min(x + shift, size - 1) for x in kept}
         pieces.append((ch, kept))
+    if settle and len(pieces) > 1 and any(len(kept) > SPAN_MOST for _, kept in pieces):
+        spans = [(len(kept), kept[0], kept[-1]) if type(kept) is range else
+                 (len(kept), min(kept), max(kept)) for _, kept in pieces]
+        lead = _block_leader(spans, size)
+        while lead >= 0:
+            kept = _nearest(pieces[lead][1], anchor, SPAN_MOST)
+            pieces[lead] = (pieces[lead][0], kept)
+            spans[lead] = (len(kept), kept[0], kept[-1])
+            lead = _block_leader(spans, size)
     flat = [m * c + ch for ch, kept in pieces for m in kept]
     flat.sort()
     return np.array(flat, dtype=np.int64)
@@ -366,14 +433,25 @@ def _rectangles(rng, h, w, c, p):
     """The same rectangle in every chosen channel. `rectangle_height`/`_width` are, as measured,
     the differences between the last and first row/column, so the rectangle has one row and one
     column more; it never spans the whole width (the classifier does not call that a
-    rectangle)."""
+    rectangle). A rectangle of 3 x 3 or more that fills more than half of the map would make
+    every channel full (full_channels): one chosen channel then leaves out as many of its cells
+    as needed to hold half the map, which the others still cover (alone, a channel may leave
+    out 2 cells: a rectangle misses at most 2)."""
     rh = max(1, min(int(p.get("rectangle_height", 1)) + 1, h))
     rw = max(1, min(int(p.get("rectangle_width", 1)) + 1, max(1, w - 1)))
     top = int(rng.integers(0, h - rh + 1))
     left = int(rng.integers(0, w - rw + 1))
     m = ((top + np.arange(rh, dtype=np.int64))[:, None] * w
          + (left + np.arange(rw, dtype=np.int64))[None, :]).ravel()
-    return _grid(m, _channels(rng, c, p), None, c)
+    chans = _channels(rng, c, p)
+    cells = rh * rw
+    out = cells - h * w // 2  # cells to leave out so that a channel holds half the map
+    picks = None
+    if rh >= 3 and rw >= 3 and out > 0 and (len(chans) > 1 or out <= 2):
+        j = int(rng.integers(0, len(chans)))
+        picks = [None] * len(chans)
+        picks[j] = (rng.permutation(cells), cells - out)
+    return _grid(m, chans, picks, c)
 
 
 def _single_channel_random(rng, h, w, c, p):
@@ -496,15 +574,19 @@ CHECKED = frozenset(SINGLE_CHANNEL_ORDER + MULTI_CHANNEL_ORDER)
 #: Draws of a site's positions before the last one is kept even if it does not match (a class
 #: that cannot exist on the layer's shape, e.g. a block of 16 on a 3x3 map).
 MAX_ATTEMPTS = 16
+#: Generators of a site's last draw, for classes whose draws may all be another class where the
+#: class can exist: shattered spans dense enough to be blocks on every draw (a 4 x 4 map, two
+#: channels with spans of 11 errors or more), settled there (see `_shattered`).
+LAST_DRAW: dict[str, Callable[..., np.ndarray]] = {
+    "shattered_channel": lambda rng, h, w, c, p: _shattered(rng, h, w, c, p, False, True),
+    "quasi_shattered_channel": lambda rng, h, w, c, p: _shattered(rng, h, w, c, p, True, True),
+}
 
 
 def _block_size_of(idx: np.ndarray, largest: int) -> int:
     """The classifier's block test on sorted indices: 0 when they are not one block."""
     n = len(idx)
-    if n <= 10:
-        return 0
-    b = 16 if n <= 16 else 32 if n <= 32 else 64 if n <= 64 else 0
-    return b if b and int(idx[-1] - idx[0]) <= b and largest >= b else 0
+    return _block_of(n, int(idx[0]), int(idx[-1]), largest) if n > 10 else 0
 
 
 def _is_skip_4(maps: np.ndarray) -> bool:
@@ -594,11 +676,14 @@ def draw_positions(name: str, generate: Callable[..., np.ndarray], rng: np.rando
     RANDOM choices resolved). While the classifier would call them another class, the choices
     and the positions are drawn again from the same generator, at most MAX_ATTEMPTS times: the
     measured parameters describe sites of this class, so a site of another class is not one of
-    them (a choice of span width that fills a small map, an accidental skip of four, ...)."""
+    them (a choice of span width that fills a small map, an accidental skip of four, ...). The
+    last draw of a class in LAST_DRAW is made by its settling generator."""
     positions = generate(rng, h, w, c, params())
     if name in CHECKED:
-        for _ in range(MAX_ATTEMPTS - 1):
+        for attempt in range(1, MAX_ATTEMPTS):
             if classify(positions, h, w, c) == name:
                 break
-            positions = generate(rng, h, w, c, params())
+            last = attempt == MAX_ATTEMPTS - 1
+            positions = (LAST_DRAW.get(name, generate) if last else generate)(
+                rng, h, w, c, params())
     return positions

@@ -60,6 +60,46 @@ def test_quasi_shattered_shares_a_position_but_not_in_all_channels():
         assert not common and holders[1].max() >= 2
 
 
+def _one_set(model, name, i):
+    data = load_error_model(model).data[name]
+    return ErrorModel(f"{model}-{name}-{i}", {name: dict(
+        data, frequency=1.0, parameters=[dict(data["parameters"][i], conditional_frequency=1)])})
+
+
+def test_quasi_shattered_last_span_lies_beside_the_span_the_first_two_share():
+    """Three channels of a small map: spans beside the anchor met the first two in a position
+    they all held (shattered)."""
+    model = _one_set("bias_add", "quasi_shattered_channel", 0)
+    for shape in ((5, 7, 3), (3, 3, 16)):
+        for pos in _sites(model, shape, 300)[0]:
+            assert patterns.classify(pos, *shape) == "quasi_shattered_channel"
+
+
+def test_dense_shattered_spans_are_settled_below_block_size():
+    """Spans of 11 errors or more are blocks: with two dense channels, or on a 4 x 4 map, few
+    draws or none were (quasi-)shattered (multi-channel block); the last draw keeps 10 errors
+    of the leader's span."""
+    for model, name, i, shape, n in (
+            ("bias_add", "shattered_channel", 0, (10, 10, 2), 300),
+            ("bias_add", "shattered_channel", 0, (5, 7, 3), 300),
+            ("bias_add", "quasi_shattered_channel", 0, (9, 12, 16), 300),
+            ("bias_add", "quasi_shattered_channel", 0, (4, 4, 64), 300),
+            ("conv_gemm", "shattered_channel", 1, (4, 4, 64), 60)):
+        for pos in _sites(_one_set(model, name, i), shape, n)[0]:
+            assert patterns.classify(pos, *shape) == name, (model, name, shape)
+
+
+def test_a_rectangle_over_half_the_map_leaves_out_cells_of_one_channel():
+    """A 3 x 3 rectangle on a 4 x 4 map made every channel full (full_channels)."""
+    model = _class("rectangles", {"rectangle_height": 2, "rectangle_width": 2,
+                                  "affected_channels_pct": [90, 100]})
+    for shape in ((4, 4, 64), (4, 4, 1)):
+        for pos in _sites(model, shape, 100)[0]:
+            assert patterns.classify(pos, *shape) == "rectangles"
+            held = sorted(np.bincount(pos % shape[2])[np.unique(pos % shape[2])].tolist())
+            assert held[0] == 8 and all(k == 9 for k in held[1:])
+
+
 def test_uncategorized_follows_the_average_channel_corruption():
     model = _class("multiple_channels_uncategorized",
                    {"avg_channel_corruption_pct": [20, 30], "affected_channels_pct": [0, 10]},

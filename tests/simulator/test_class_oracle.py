@@ -11,8 +11,8 @@ several layer shapes and at least 99% must be classified as the class that drew 
 of 32 on a map of under 65 positions, a quasi-shattered tensor with two channels, two positions
 4 apart on a 2x2 map, a channel more than half full that is always a block, ...): the oracle
 finds them itself from the definitions (see `_possible`) and they are reported, not counted.
-The pairs that can exist but that the generators do not yet reach 99% on are in `KNOWN_SHORT`,
-each with its reason and the share it must keep.
+The pairs that can exist but that the generators do not yet reach 99% on would be listed in
+`KNOWN_SHORT`, each with its reason and the share it must keep; there are none.
 
 Cost: 2,000 sites per (model, class, parameter set, shape), about 80 s on 2 cores with the
 compiled site generator (`classes-tool build-native`); the oracle itself is most of it.
@@ -34,28 +34,11 @@ SHAPES = [(10, 10, 2), (5, 7, 3), (3, 3, 16), (4, 4, 64), (9, 12, 16), (2, 2, 3)
 
 
 #: (shape, model, class, parameter set) still below 99% although the class can exist there
-#: (open generator work, issue 17), each with the share it reaches (the test fails below it).
-_DENSE_SPANS = ("dense spans of 11-32 errors are blocks of their own, so a site whose every "
-                "channel holds one (or lies in the leader's block) is a multi-channel block")
-KNOWN_SHORT = {
-    # the 3x3 rectangle (height/width 2) fills more than half of a 4x4 map in every channel, so
-    # it is full_channels; a rectangle may miss 2 cells, so one channel of 7 or 8 would do
-    ((4, 4, 64), "conv_gemm", "rectangles", 0): (0.0, "rectangle over half the map"),
-    # spans 2-96 wide at 90-100% on a 16-position map: a span of 11+ errors is a block
-    ((4, 4, 64), "conv_gemm", "shattered_channel", 1): (0.0, _DENSE_SPANS),
-    ((10, 10, 2), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
-    ((5, 7, 3), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
-    ((9, 12, 16), "bias_add", "shattered_channel", 0): (0.94, _DENSE_SPANS),
-    ((5, 7, 3), "bias_add", "quasi_shattered_channel", 0): (0.67, _DENSE_SPANS),
-    ((9, 12, 16), "bias_add", "quasi_shattered_channel", 0): (0.69, _DENSE_SPANS),
-    ((4, 4, 64), "bias_add", "quasi_shattered_channel", 0): (0.75, _DENSE_SPANS),
-    # three channels on a 35- or 9-position map: the drifting spans still meet in all three
-    # (shattered) or form blocks, 16 draws do not always find a quasi-shattered one
-    ((3, 3, 16), "bias_add", "quasi_shattered_channel", 0): (0.95, "spans meet in all"),
-    ((5, 7, 3), "avgpool", "quasi_shattered_channel", 0): (0.97, "spans meet in all"),
-    ((5, 7, 3), "avgpool", "quasi_shattered_channel", 1): (0.94, "spans meet in all"),
-    ((5, 7, 3), "maxpool", "quasi_shattered_channel", 0): (0.97, "spans meet in all"),
-}
+#: (open generator work), each with the share it reaches (the test fails below it) and why.
+#: Empty: every pair that can exist reaches 99% (the last ones, issue 17: dense shattered spans
+#: that formed blocks, quasi-shattered spans that met in every channel, a rectangle filling
+#: more than half of a 4 x 4 map).
+KNOWN_SHORT: dict[tuple, tuple[float, str]] = {}
 
 
 def _block(indexes: list[int], largest: int, smallest: int = 8) -> int | None:

@@ -287,6 +287,36 @@ def test_every_class_and_parameter_set_is_drawn_in_c(monkeypatch, python_sites, 
     assert not python_sites, python_sites
 
 
+def test_settled_draws(monkeypatch, python_sites):
+    """The last draw of a shattered or quasi-shattered site settles dense spans (cuts the
+    leader of a multi-channel block until there is none): with two draws a site, most sites
+    that need a second one are settled, the same in C as in Python."""
+    monkeypatch.setattr(patterns, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(sites, "_PLANS", {})
+    cases = [("bias_add", "shattered_channel"), ("bias_add", "quasi_shattered_channel"),
+             ("conv_gemm", "shattered_channel"), ("avgpool", "quasi_shattered_channel")]
+    for model, name in cases:
+        for i in range(len(load_error_model(model).data[name]["parameters"])):
+            for shape in ((4, 4, 64), (10, 10, 2), (5, 7, 3), (9, 12, 16), (16, 16, 8)):
+                args = (_one_set(model, name, i), "t", shape, (-1.0, 2.0), 30, i, 5)
+                assert _same(generate_sites(*args), _python(monkeypatch, *args)), \
+                    (model, name, i, shape)
+    assert not python_sites, python_sites
+
+
+def test_rectangles_over_half_the_map(monkeypatch, python_sites):
+    """A rectangle that fills more than half of the map leaves out cells of one channel: one
+    channel alone (at most 2 cells), a few (a mask per channel) and many channels."""
+    models = [_one_class("rectangles", {"rectangle_height": h, "rectangle_width": w,
+                                        "affected_channels_pct": pct})
+              for h, w, pct in ((2, 2, [90, 100]), (4, 6, [0, 60]), (3, 2, [20, 40]))]
+    for model in models:
+        for shape in ((4, 4, 1), (4, 4, 64), (6, 8, 2), (6, 8, 3), (5, 5, 7), (3, 4, 16)):
+            args = (model, "t", shape, (-2.0, 1.0), 30, 4, 1)
+            assert _same(generate_sites(*args), _python(monkeypatch, *args)), (model.name, shape)
+    assert not python_sites, python_sites
+
+
 def test_edge_parameters_of_the_new_generators(monkeypatch, python_sites):
     """Corners of the generators: counts far above the map (uncategorized's levelling), a
     leader that keeps the window's first position, spans of width 0, gaps wider than the map,

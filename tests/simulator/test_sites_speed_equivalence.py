@@ -1,9 +1,11 @@
 """Site generation stays bit for bit what it was: stored campaigns replay site i exactly.
 
 The digests were computed with the plain per-site implementation that the optimised one
-replaced (sha256 of positions, value bits, splits and pattern names), and recomputed once when
-the generators were made to satisfy the CLASSES classifier's class definitions (issue 17). Any
-drift in a draw, its order, or the arithmetic after it changes them.
+replaced (sha256 of positions, value bits, splits and pattern names), recomputed when the
+generators were made to satisfy the CLASSES classifier's class definitions (issue 17), and again
+when quasi-shattered spans were placed beside the span the first two channels share and the last
+draw of a shattered site started settling dense spans (issue 17, the sites of those two classes
+only). Any drift in a draw, its order, or the arithmetic after it changes them.
 """
 
 import hashlib
@@ -96,22 +98,22 @@ SYNTHETIC = {
 
 # (error model, shape, value range, seed, first, count, digest); target "conv2" / "t" alternate
 GOLDEN = [
-    ("conv_gemm", (8, 8, 16), (-3.0, 3.0), 1, 0, 200, "e61f5d0ab05063ad1a5ebf3095259436"),
+    ("conv_gemm", (8, 8, 16), (-3.0, 3.0), 1, 0, 200, "33f7665faae8c663b83eb6f2d3d305ce"),
     ("conv_gemm", (32, 32, 16), (-3.0, 3.0), 7, 1000, 80, "4ef2a318cc928acf15b8e74ec5d0c709"),
     ("conv_gemm", (16, 16, 32), (0.0, 1.0), 3, 5, 80, "0bb06c8d862ec65fd1a757ba2e6c9c06"),
     ("conv_gemm", (10,), (2.0, 2.0), 11, 0, 60, "72344e45a8bc70e3e149ac2e34e1ca7d"),
-    ("avgpool", (8, 8, 16), (0.0, 6.0), 2, 40, 60, "191522e732c96b41fa9b7a9cc885482d"),
+    ("avgpool", (8, 8, 16), (0.0, 6.0), 2, 40, 60, "b3132cc138b8d744182dbcf4bc4e2bae"),
     ("batchnorm", (32, 32, 16), (-1.0, 1.0), 4, 0, 60, "fe2b1b3557da24e1d45a64883eaf3805"),
     ("bias_add", (2, 3, 4, 5), (-1.0, 2.0), 5, 17, 60, "dca0a9a0b91fba59c7da343a82db3da7"),
-    ("clipped_relu", (16, 16, 32), (0.0, 6.0), 6, 0, 60, "25992633d07da859b93d34449d7486ea"),
-    ("elu", (8, 8, 16), (-1.0, 4.0), 8, 3, 60, "1e64849f8fcec8a27072db4e738811b5"),
+    ("clipped_relu", (16, 16, 32), (0.0, 6.0), 6, 0, 60, "5a8d6dd8c6f9f3ff353469fc776d9691"),
+    ("elu", (8, 8, 16), (-1.0, 4.0), 8, 3, 60, "3e13667037afc6ca10bc15b36c8c9135"),
     ("maxpool", (64,), (0.0, 5.0), 9, 0, 60, "d544c07d49a5df31299f3f668f8b1741"),
-    ("relu", (8, 8, 16), (0.0, 3.0), 10, 123456, 60, "df3353c6519818c722d23a5065a1bc01"),
-    ("sigmoid", (5, 7, 3), (0.0, 1.0), 12, 0, 60, "a15355046450ce2c148fa5814979bd5e"),
-    ("tanh", (12, 4), (-1.0, 1.0), 2**40 + 3, 0, 60, "441dbff9f6d55e8ce323291d8764d0b4"),
-    ("synthetic", (8, 8, 16), (-3.0, 3.0), 1, 0, 150, "2b8e6c4f96d7a2cf78eeffd38400c594"),
+    ("relu", (8, 8, 16), (0.0, 3.0), 10, 123456, 60, "9c2856696ca4cf00e718ddba6342a40c"),
+    ("sigmoid", (5, 7, 3), (0.0, 1.0), 12, 0, 60, "ccafe782959e2df4d918c643e8ede728"),
+    ("tanh", (12, 4), (-1.0, 1.0), 2**40 + 3, 0, 60, "2e1ba406107d6f8714d5cab226ab3809"),
+    ("synthetic", (8, 8, 16), (-3.0, 3.0), 1, 0, 150, "1a9de6c69afedf1edf09fff51d63edd4"),
     ("synthetic", (64,), (-1e-4, 0.0), 2, 9, 100, "b17a337adf4065bc82c98b97099d96fe"),
-    ("synthetic", (32, 32, 16), (1.0, 1.0), 3, 0, 60, "9faeca2f1d934c0bed16c55a41a907ac"),
+    ("synthetic", (32, 32, 16), (1.0, 1.0), 3, 0, 60, "e822ee2630ae899b315dbb7d18df9515"),
 ]
 
 

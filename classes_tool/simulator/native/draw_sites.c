@@ -224,6 +224,7 @@ typedef struct {
     const plan_t *plan;
     int64_t h, w, c;
     slot_t slot[N_SLOTS];     /* the site's resolved parameters */
+    bool settle;              /* the site's last draw (patterns.LAST_DRAW) */
     vec_t pos;                /* the site's positions */
     vec_t perm, tmp, cls, aux;
     vec_t chans, maps;        /* classify's corrupted channels and per-channel map positions */
@@ -572,6 +573,9 @@ static void gen_multi_channel_block(ctx_t *x) {
     sort_unique(&x->pos, false);
 }
 
+/* patterns.SPAN_MOST: the most errors a settled span keeps (10 or fewer are never a block) */
+#define SPAN_MOST 10
+
 /* keep the entries of sel[0..*n) below width, in order */
 static void keep_below(int64_t *sel, int64_t *n, int64_t width) {
     int64_t k = 0;
@@ -580,8 +584,75 @@ static void keep_below(int64_t *sel, int64_t *n, int64_t width) {
     *n = k;
 }
 
+/* _block_of: the block size of k sorted indices from first to last, 0 when not one block */
+static int64_t block_of(int64_t n, int64_t first, int64_t last, int64_t largest);
+
+/* _block_leader: the channel (0..n-1) whose block makes the channels, each given by the count,
+ * first and last of its sorted map positions, a multi-channel block; -1 when they are not one */
+static int64_t block_leader(const int64_t *count, const int64_t *first, const int64_t *last,
+                            int64_t n, int64_t size) {
+    int64_t best = -1, begin = size, lead = -1;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t b = block_of(count[j], first[j], last[j], size);
+        if (b && (b > best || (b == best && first[j] < begin))) {
+            best = b;
+            begin = first[j];
+            lead = j;
+        }
+    }
+    if (lead < 0) return -1;
+    for (int64_t j = 0; j < n; j++)
+        if (!((first[j] >= begin && last[j] <= begin + best)
+              || block_of(count[j], first[j], last[j], 64)))
+            return -1;
+    return lead;
+}
+
+/* _shattered's settling (patterns.SPAN_MOST): channel j's positions are pos[at[j] ..
+ * at[j + 1]); each is sorted and made distinct first, then while the channels form a
+ * multi-channel block, its leader keeps only its `most` positions nearest the anchor (a tie:
+ * the one before it); the channels are packed back into pos at the end */
+static void settle_spans(ctx_t *x, int64_t n, int64_t anchor, int64_t most) {
+    int64_t size = x->h * x->w, c = x->c;
+    int64_t *at = x->aux.v, *count = at + n + 1, *first = count + n, *last = first + n;
+    int64_t *p = x->pos.v;
+    bool dense = false;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t *seg = p + at[j], k = at[j + 1] - at[j], u = 1;
+        if (k < 1) abandon(x);  /* every span keeps a position (Python's min() would raise) */
+        sort_i64(seg, k);
+        for (int64_t i = 1; i < k; i++)
+            if (seg[i] != seg[u - 1]) seg[u++] = seg[i];
+        count[j] = u;
+        first[j] = seg[0] / c;
+        last[j] = seg[u - 1] / c;
+        if (u > most) dense = true;
+    }
+    int64_t lead;
+    while (dense && n > 1 && (lead = block_leader(count, first, last, n, size)) >= 0) {
+        int64_t *seg = p + at[lead], k = count[lead], lo = 0, hi;
+        while (lo < k && seg[lo] / c < anchor) lo++;  /* bisect_left */
+        hi = lo;
+        while (hi - lo < most) {
+            if (lo > 0 && (hi == k || anchor - seg[lo - 1] / c <= seg[hi] / c - anchor)) lo--;
+            else hi++;
+        }
+        memmove(seg, seg + lo, (size_t)most * sizeof(int64_t));
+        count[lead] = most;
+        first[lead] = seg[0] / c;
+        last[lead] = seg[most - 1] / c;
+    }
+    int64_t used = 0;
+    for (int64_t j = 0; j < n; j++) {
+        memmove(p + used, p + at[j], (size_t)count[j] * sizeof(int64_t));
+        used += count[j];
+    }
+    x->pos.n = used;
+}
+
 /* _shattered: an anchor corrupted in every chosen channel with a span around it (quasi: in the
- * first two only, the last channel's span beside it, the others may drift off it) */
+ * first two only, the last channel's span beside the span those two share, the others may
+ * drift off it); on the settling draw, dense spans that form a multi-channel block are cut */
 static void gen_shattered(ctx_t *x, bool quasi) {
     int64_t size = x->h * x->w;
     int64_t anchor = draw_int(x, 0, size);
@@ -590,8 +661,12 @@ static void gen_shattered(ctx_t *x, bool quasi) {
     range_t chans = channels(x, quasi ? 3 : 2);
     int64_t last = chans.n - 1;
     bool all = slot(x, S_PICK)->tag == SLOT_NONE;
+    int64_t shared_lo = 0, shared_hi = 0;  /* the span channels 0 and 1 share (inclusive) */
+    x->aux.n = 0;
+    if (x->settle) vec_reserve(x, &x->aux, 4 * (chans.n + 1));
     for (int64_t j = 0; j < chans.n; j++) {
         int64_t ch = chans.start + j * chans.step;
+        if (x->settle) x->aux.v[j] = x->pos.n;
         /* _span: width, start, then _pick(width) */
         int64_t width = draw_int(x, lo, hi);
         if (width > size) width = size;
@@ -620,13 +695,20 @@ static void gen_shattered(ctx_t *x, bool quasi) {
                 if (n_sel == 0) has_sel = false;
             }
         }
-        if (quasi && j == last && j >= 2 && size > 1) {  /* beside the anchor */
-            int64_t room_right = size - 1 - anchor, room_left = anchor;
+        if (j == 0) {
+            shared_lo = start;
+            shared_hi = start + width - 1;
+        } else if (j == 1) {
+            if (start > shared_lo) shared_lo = start;
+            if (start + width - 1 < shared_hi) shared_hi = start + width - 1;
+        }
+        if (quasi && j == last && j >= 2 && size > 1) {  /* beside the shared span */
+            int64_t room_right = size - 1 - shared_hi, room_left = shared_lo;
             int64_t room = room_right > room_left ? room_right : room_left;
             if (width > room) width = room;
             if (width < 1) width = 1;
             bool right = room_right >= width && (room_left < width || draw_random(x) < 0.5);
-            start = right ? anchor + 1 : anchor - width;
+            start = right ? shared_hi + 1 : shared_lo - width;
             if (has_sel) {
                 keep_below(sel, &n_sel, width);
                 if (n_sel == 0) {
@@ -650,6 +732,10 @@ static void gen_shattered(ctx_t *x, bool quasi) {
             if (shift) m = m + shift < size - 1 ? m + shift : size - 1;
             push(x, &x->pos, m * x->c + ch);
         }
+    }
+    if (x->settle) {
+        x->aux.v[chans.n] = x->pos.n;
+        settle_spans(x, chans.n, anchor, SPAN_MOST);
     }
     sort_unique(&x->pos, true);  /* the Python sets */
 }
@@ -675,7 +761,8 @@ static void gen_full_channels(ctx_t *x) {
     sort_unique(&x->pos, false);
 }
 
-/* _rectangles: (height + 1) x (width + 1), narrower than the map, in every chosen channel */
+/* _rectangles: (height + 1) x (width + 1), narrower than the map, in every chosen channel; one
+ * that fills more than half the map leaves out cells of one chosen channel */
 static void gen_rectangles(ctx_t *x) {
     int64_t rh = need_int(x, S_RH) + 1, rw = need_int(x, S_RW) + 1;
     int64_t narrower = x->w - 1 > 1 ? x->w - 1 : 1;
@@ -690,6 +777,25 @@ static void gen_rectangles(ctx_t *x) {
     for (int64_t r = 0; r < rh; r++)
         for (int64_t q = 0; q < rw; q++) x->tmp.v[n++] = (top + r) * x->w + left + q;
     range_t chans = channels(x, 1);
+    int64_t out = n - x->h * x->w / 2;  /* cells to leave out: a channel holds half the map */
+    if (rh >= 3 && rw >= 3 && out > 0 && (chans.n > 1 || out <= 2)) {
+        int64_t j = draw_int(x, 0, chans.n);
+        draw_permutation(x, n);  /* channel j keeps the cells perm[:n - out] */
+        if (n > x->keep_cap) {
+            uint8_t *p = realloc(x->keep, (size_t)n);
+            if (!p) abandon(x);
+            x->keep = p;
+            x->keep_cap = n;
+        }
+        memset(x->keep, 0, (size_t)n);
+        for (int64_t t = 0; t < n - out; t++) x->keep[x->perm.v[t]] = 1;
+        vec_reserve(x, &x->pos, x->pos.n + n * chans.n);
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t i = 0; i < chans.n; i++)
+                if (i != j || x->keep[t])
+                    x->pos.v[x->pos.n++] = x->tmp.v[t] * x->c + chans.start + i * chans.step;
+        return;
+    }
     slot_t none = {SLOT_NONE, 0, 0.0, 0.0};
     x->slot[S_PICK] = none;  /* no picks: every channel keeps the whole rectangle */
     grid(x, x->tmp.v, n, chans, S_PICK);
@@ -1117,6 +1223,7 @@ static int draw_one(ctx_t *x, const uint32_t *entropy, int64_t n_entropy, double
         for (int s = 0; s < N_SLOTS; s++)
             if (x->slot[s].tag == SLOT_RANDOM) abandon(x);  /* a RANDOM left unresolved */
         x->pos.n = 0;
+        x->settle = attempts > 1 && attempt + 1 == attempts;  /* patterns.LAST_DRAW */
         generate(x, cl->gen);
         if (attempt + 1 < attempts && classify(x) == cl->checked) break;
     }
