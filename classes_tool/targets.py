@@ -13,8 +13,7 @@ The contract every target keeps (its module's `run` function):
   (`classes_tool.results.report`) reads them;
 - the work is a list of independent, deterministic work units (a unit's rows depend on the
   seed and the unit alone), so the same rows come out however the units are scheduled: in one
-  process, after a resume, or on Ray actors (`workers`/`address`, where the target supports
-  it: `Target.distributed`).
+  process, after a resume, or on Ray actors (`workers`/`address`).
 
 This module imports no target: a target's module is imported when it runs.
 """
@@ -36,33 +35,23 @@ class Target:
     #: the module whose `run` keeps the contract above
     module: str
     description: str
-    #: whether `run` takes `workers`/`address` (units on Ray actors)
-    distributed: bool
 
     def run(self, config_path: str | Path, out: str | Path | None = None, *,
             resume: bool = False, quiet: bool = False, seed: int | None = None,
             workers: int | None = None, address: str | None = None,
             threads_per_worker: int | None = None) -> CampaignResult:
-        scale = {"workers": workers, "address": address,
-                 "threads_per_worker": threads_per_worker}
-        if (workers is not None or address is not None) and not self.distributed:
-            on_ray = ", ".join(t.name for t in TARGETS.values() if t.distributed)
-            raise UserError(f"--workers and --address run {on_ray} campaigns on Ray; a "
-                            f"{self.name} campaign runs in one process")
-        if not self.distributed:
-            scale = {}
         run = importlib.import_module(self.module).run
-        return run(config_path, out, resume=resume, quiet=quiet, seed=seed, **scale)
+        return run(config_path, out, resume=resume, quiet=quiet, seed=seed, workers=workers,
+                   address=address, threads_per_worker=threads_per_worker)
 
 
 TARGETS = {t.name: t for t in (
     Target("layers", "classes_tool.campaign.runner",
-           "faults after chosen nodes of a Keras model, from CLASSES error models", True),
+           "faults after chosen nodes of a Keras model, from CLASSES error models"),
     Target("systolic", "classes_tool.systolic.target",
-           "register-level faults of a systolic array running the model's matrix products",
-           True),
+           "register-level faults of a systolic array running the model's matrix products"),
     Target("snn", "classes_tool.snn.target",
-           "neuron and synapse faults of a spiking (LIF) network", False),
+           "neuron and synapse faults of a spiking (LIF) network"),
 )}
 
 

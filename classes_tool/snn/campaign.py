@@ -161,13 +161,17 @@ class SpikingCampaign:
 
     def run(self, data, progress: str = "pbar", batch_size: int = 128, max_rows: int = 4096,
             late_start: bool = True, early_stop: bool = True,
-            rounds_per_pass: int | None = None) -> metrics.Results:
+            rounds_per_pass: int | None = None, executor=None) -> metrics.Results:
         """Run every round over `data` = (x, y) (x shaped (N, time, ...); y may be None).
 
         `max_rows` bounds the enlarged batch (rounds x samples per forward pass);
         `rounds_per_pass=1, late_start=False, early_stop=False` is the one-fault-per-pass
         baseline. With both late start and early stop (the default) rows are propagated as
         differences from the golden run. Returns (and keeps) the results.
+
+        The work is cut into units (a batch of samples x a chunk of rounds, see `units`) at
+        fixed positions; `executor` (a `classes_tool.distributed` executor whose workers hold
+        this campaign) computes them on Ray actors, with the same results.
         """
         if progress not in PROGRESS:
             raise UserError(f"progress must be one of {PROGRESS}, got {progress!r}")
@@ -177,10 +181,10 @@ class SpikingCampaign:
         if tuple(x.shape[1:]) != self.input_shape:
             raise UserError(f"data samples are shaped {tuple(x.shape[1:])}, the campaign "
                             f"expects {self.input_shape}")
-        n = len(x)
-        n_rounds = len(self.rounds)
-        spans = [self._first_last(r) for r in self.rounds]
-        order = sorted(range(n_rounds), key=lambda r: spans[r])
+        n, n_rounds = len(x), len(self.rounds)
+        options = {"batch_size": batch_size, "max_rows": max_rows, "late_start": late_start,
+                   "early_stop": early_stop, "rounds_per_pass": rounds_per_pass}
+        units = self.units(n, **options)
         golden_scores = None
         scores = None
         bar = None
@@ -190,42 +194,79 @@ class SpikingCampaign:
         elif progress == "table":
             print(f"{'rounds':>12} {'samples':>12} {'elapsed s':>10}")
         start = time.perf_counter()
-        for b0 in range(0, n, batch_size):
-            xb = x[b0:b0 + batch_size]
-            nb = len(xb)
-            bt = GoldenBatch(xb, self.golden(xb))
-            gscore = bt.gold[-1]
+
+        def commit(unit: tuple[int, int], result) -> None:
+            nonlocal golden_scores, scores
+            b0, c0 = unit
+            gscore, chunk, out = result
+            nb = len(gscore)
             if scores is None:
                 golden_scores = np.zeros((n,) + gscore.shape[1:], np.float32)
                 scores = np.zeros((n_rounds, n) + gscore.shape[1:], np.float32)
             golden_scores[b0:b0 + nb] = gscore
-            per_pass = rounds_per_pass or max(1, max_rows // nb)
-            for c0 in range(0, n_rounds, per_pass):
-                chunk = order[c0:c0 + per_pass]
-                plan: dict[int, list] = {}
-                for p, r in enumerate(chunk):
-                    for f in self.rounds[r]:
-                        plan.setdefault(self.net.index[f.layer], []).append((p, f))
-                out = np.tile(gscore, (len(chunk),) + (1,) * (gscore.ndim - 1))
-                first = min(spans[r][0] for r in chunk) if late_start else 0
-                if late_start and early_stop:
-                    rows, h = propagate_differences(self.net, bt, plan, first)
-                else:
-                    rows, h = propagate_whole_rows(self.net, bt, plan, first, len(chunk), spans,
-                                                   chunk, early_stop)
-                out[rows] = h
-                for p, r in enumerate(chunk):
-                    scores[r, b0:b0 + nb] = out[p * nb:(p + 1) * nb]
-                if bar is not None:
-                    bar.update(len(chunk) * nb)
-                elif progress == "table":
-                    print(f"{min(c0 + per_pass, n_rounds):>12} {b0 + nb:>12} "
-                          f"{time.perf_counter() - start:>10.2f}")
+            for p, r in enumerate(chunk):
+                scores[r, b0:b0 + nb] = out[p * nb:(p + 1) * nb]
+            if bar is not None:
+                bar.update(len(chunk) * nb)
+            elif progress == "table":
+                print(f"{c0 + len(chunk):>12} {b0 + nb:>12} "
+                      f"{time.perf_counter() - start:>10.2f}")
+
+        if executor is not None:
+            executor.run_units("rounds", units, commit,
+                               lambda u: f"samples from {u[0]}, rounds from {u[1]}")
+        else:
+            for unit in units:
+                commit(unit, self.compute_unit(x, unit, **options))
         if bar is not None:
             bar.close()
         self.duration += time.perf_counter() - start
         self.results = metrics.Results(golden_scores, scores, y, self.round_info())
         return self.results
+
+    def _per_pass(self, nb: int, max_rows: int, rounds_per_pass: int | None) -> int:
+        return rounds_per_pass or max(1, max_rows // nb)
+
+    def units(self, n: int, batch_size: int = 128, max_rows: int = 4096,
+              rounds_per_pass: int | None = None, **_) -> list[tuple[int, int]]:
+        """The work units of `n` samples: (first sample of a batch, first position of a chunk of
+        rounds in the order of their first faulty layer), cut at fixed positions."""
+        return [(b0, c0) for b0 in range(0, n, batch_size)
+                for c0 in range(0, len(self.rounds),
+                                self._per_pass(min(batch_size, n - b0), max_rows,
+                                               rounds_per_pass))]
+
+    def compute_unit(self, x: np.ndarray, unit: tuple[int, int], batch_size: int = 128,
+                     max_rows: int = 4096, late_start: bool = True, early_stop: bool = True,
+                     rounds_per_pass: int | None = None
+                     ) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """(golden scores of the unit's samples, its rounds, their faulty scores: round-major
+        rows) of one unit of `units`."""
+        b0, c0 = unit
+        xb = x[b0:b0 + batch_size]
+        nb = len(xb)
+        cached = getattr(self, "_golden_batch", None)
+        if cached is None or cached[0] is not x or cached[1] != (b0, nb):
+            # the golden run of a batch serves every chunk of rounds on it
+            cached = self._golden_batch = (x, (b0, nb), GoldenBatch(xb, self.golden(xb)))
+        bt = cached[2]
+        gscore = bt.gold[-1]
+        spans = [self._first_last(r) for r in self.rounds]
+        order = sorted(range(len(self.rounds)), key=lambda r: spans[r])
+        chunk = order[c0:c0 + self._per_pass(nb, max_rows, rounds_per_pass)]
+        plan: dict[int, list] = {}
+        for p, r in enumerate(chunk):
+            for f in self.rounds[r]:
+                plan.setdefault(self.net.index[f.layer], []).append((p, f))
+        out = np.tile(gscore, (len(chunk),) + (1,) * (gscore.ndim - 1))
+        first = min(spans[r][0] for r in chunk) if late_start else 0
+        if late_start and early_stop:
+            rows, h = propagate_differences(self.net, bt, plan, first)
+        else:
+            rows, h = propagate_whole_rows(self.net, bt, plan, first, len(chunk), spans,
+                                           chunk, early_stop)
+        out[rows] = h
+        return gscore, chunk, out
 
     # -- description, save and load ------------------------------------------------------------
 

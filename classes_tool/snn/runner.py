@@ -18,7 +18,9 @@ or a bad count is a one-line `UserError`, never a traceback or a silently differ
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from classes_tool.config_checks import check_seed, is_int, positive_int, reject_
 from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
 from classes_tool.files import atomic_path, write_text_atomic
+from classes_tool.results.store import RESULTS_FILE
 from classes_tool.snn import plots
 from classes_tool.snn.faults import Fault, FaultModel
 from classes_tool.snn.metrics import CLASSES, Results, softmax
@@ -286,9 +289,23 @@ def write_store(results: Results, db_path: Path, meta: dict) -> Path:
     return db_path
 
 
+class SpikingWorker:
+    """A remote worker's copy of an SNN campaign, built from the files sent to it; computes
+    units of `SpikingCampaign.units`."""
+
+    def __init__(self, config: dict, seed: int, options: dict, paths: dict[str, Path]):
+        config = {**config, **{k: str(v) for k, v in paths.items()}}
+        self.campaign, self.x, _ = build_campaign(config, seed, Path.cwd())
+        self.options = options
+
+    def compute(self, key: str, unit: tuple[int, int]):
+        return self.campaign.compute_unit(self.x, tuple(unit), **self.options)
+
+
 def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 0,
-                                 quiet: bool = False, source: str | Path | None = None
-                                 ) -> dict[str, Path]:
+                                 quiet: bool = False, source: str | Path | None = None,
+                                 workers: int | None = None, address: str | None = None,
+                                 threads_per_worker: int | None = None) -> dict[str, Path]:
     """Run the SNN campaign of `config`; write campaign JSON/NPZ, the SQLite store and its
     report, SNN tables and plots into `out_dir`. Relative paths in the config are taken from
     the current folder; `source` (the config file) is named in error messages. Returns
@@ -297,18 +314,31 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
     `out_dir` is created only after the config, model and data were checked and the campaign
     ran, so a mistake in any of them leaves no output behind. A folder that already holds an
     SNN campaign's results is refused before anything runs: they are not overwritten.
+    `workers`/`address`: the units run on Ray actors (see `classes_tool.distributed`), with the
+    same results.
     """
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is a file, not an output folder")
-    db = Path(out_dir) / "results.sqlite"
-    if db.exists():
-        raise UserError(f"{db} already holds an SNN campaign's results: choose another output "
-                        "folder (--out), or delete that one")
+    db = Path(out_dir) / RESULTS_FILE
+    for held in (db, Path(out_dir) / "results.sqlite"):  # (the name older versions used)
+        if held.exists():
+            raise UserError(f"{held} already holds an SNN campaign's results: choose another "
+                            "output folder (--out), or delete that one")
     camp, x, y = build_campaign(config, seed, Path.cwd(), source)
-    res = camp.run((x, y), progress="silent" if quiet else "pbar",
-                   batch_size=config.get("batch_size", 128),
-                   max_rows=config.get("max_rows", 4096),
-                   early_stop=config.get("early_stop", True))
+    options = {"batch_size": config.get("batch_size", 128),
+               "max_rows": config.get("max_rows", 4096),
+               "early_stop": config.get("early_stop", True)}
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if workers is not None or address is not None:
+            from classes_tool.distributed.ray_executor import RayExecutor
+
+            files = {"model": Path(camp.model_path), "data": Path(config["data"])}
+            executor = stack.enter_context(RayExecutor(
+                files, functools.partial(SpikingWorker, config, seed, options), workers,
+                address, threads_per_worker))
+        res = camp.run((x, y), progress="silent" if quiet else "pbar", executor=executor,
+                       **options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"campaign": camp.save(out / "campaign.json")}

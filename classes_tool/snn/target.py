@@ -14,9 +14,10 @@ PATH_KEYS = ("model", "data", "output")
 
 
 def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
-        quiet: bool = False, seed: int | None = None):
-    """Run an SNN campaign config. It runs in one piece (its rows are written whole at the
-    end), so there is nothing to resume."""
+        quiet: bool = False, seed: int | None = None, workers: int | None = None,
+        address: str | None = None, threads_per_worker: int | None = None) -> CampaignResult:
+    """Run an SNN campaign config (on Ray actors with `workers`/`address`). It runs in one
+    piece (its rows are written whole at the end), so there is nothing to resume."""
 
     if resume:
         raise UserError("an SNN campaign runs in one piece and keeps no partial results, so "
@@ -28,6 +29,8 @@ def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool 
                and not Path(v).is_absolute() else v) for k, v in raw.items()}
     out = out or raw.get("output") or Path("runs") / Path(config_path).stem
     seed = seed if seed is not None else raw.get("seed", 0)
-    files = run_snn_campaign_from_config(raw, out, seed, quiet, source=config_path)
+    files = run_snn_campaign_from_config(raw, out, seed, quiet, source=config_path,
+                                         workers=workers, address=address,
+                                         threads_per_worker=threads_per_worker)
     db = files.pop("store")
     return CampaignResult(db=Path(db), files=files)

@@ -1,4 +1,5 @@
-"""Systolic and SNN campaigns on a real local Ray runtime: the same rows as one process."""
+"""Systolic and SNN campaigns on a real local Ray runtime: the same rows as one process, and a
+systolic campaign stopped on Ray that resumes to them."""
 
 from pathlib import Path
 
@@ -89,3 +90,29 @@ def test_a_systolic_campaign_stopped_on_ray_resumes_to_the_same_rows(tmp_path, m
     assert main(["campaign", str(config), "--out", str(tmp_path / "two"), "--quiet",
                  "--workers", "2"]) == 2
     assert _campaign(config, tmp_path / "two", "--resume", "--workers", "2") == alone
+
+
+def test_an_snn_campaign_on_two_workers_stores_the_rows_one_process_stores(tmp_path):
+    from classes_tool import snn
+
+    layers = [keras.layers.Dense(5, name="fc1"), snn.LIF(0.9, 0.5, name="lif1"),
+              keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
+    snn.unroll(layers, (6, 4)).save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((10, 4)).astype(np.float32),
+             y=rng.integers(0, 3, 10))
+    config = tmp_path / "snn.yaml"
+    # batches of 4 samples and at most 8 rows a pass: 3 batches x several chunks of rounds
+    config.write_text(yaml.safe_dump({
+        "target": "snn", "name": "t", "model": "m.keras", "data": "d.npz",
+        "batch_size": 4, "max_rows": 8,
+        "encode": {"kind": "rate", "time_steps": 6, "seed": 1},
+        "rounds": [{"complete": {"fault": "dead_neuron", "layers": ["lif1", "lif2"]}},
+                   {"complete": {"fault": {"name": "threshold", "factor": 0.5},
+                                 "layers": ["lif1"], "sampling_k": 2}},
+                   {"inject": [{"model": "dead_synapse", "layer": "td_fc2",
+                                "sites": [[0, 1]]}]}]}))
+    alone = _campaign(config, tmp_path / "one")
+    assert len(alone) == (5 + 3 + 2 + 1) * 10
+    assert _campaign(config, tmp_path / "two", "--workers", "2",
+                     "--threads-per-worker", "1") == alone

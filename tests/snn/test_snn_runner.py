@@ -44,10 +44,10 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, ca
     with pytest.raises(UserError):
         run_snn_campaign_from_config(dict(config, rounds=[{"bogus": {}}]), tmp_path / "o2")
     # a second campaign into the same folder is refused: the first one's results stay
-    stored = (tmp_path / "out" / "results.sqlite").read_bytes()
+    stored = (tmp_path / "out" / "results.db").read_bytes()
     with pytest.raises(UserError, match="already holds an SNN campaign's results"):
         run_snn_campaign_from_config(config, tmp_path / "out", seed=1, quiet=True)
-    assert (tmp_path / "out" / "results.sqlite").read_bytes() == stored
+    assert (tmp_path / "out" / "results.db").read_bytes() == stored
     (tmp_path / "a_file").write_text("")
     with pytest.raises(UserError, match="a_file is a file, not an output folder"):
         run_snn_campaign_from_config(config, tmp_path / "a_file", seed=1, quiet=True)
@@ -65,7 +65,7 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, ca
 
 def test_one_hot_labels_and_a_failed_store_leaves_nothing_behind(tmp_path, monkeypatch):
     """One-hot `y` is read as class indices (as in a layers campaign), and a run that fails
-    while writing its store leaves no partial results.sqlite to block the next run."""
+    while writing its store leaves no partial results.db to block the next run."""
     keras.utils.set_random_seed(2)
     layers = [keras.layers.Dense(6, name="fc1"), snn.LIF(0.8, 0.5, name="lif1"),
               keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
@@ -85,7 +85,7 @@ def test_one_hot_labels_and_a_failed_store_leaves_nothing_behind(tmp_path, monke
         m.setattr(ResultStore, "add", broken)
         with pytest.raises(OSError, match="disk full"):
             run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
-    assert not (tmp_path / "out" / "results.sqlite").exists()
+    assert not (tmp_path / "out" / "results.db").exists()
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp.sqlite")] == []
     files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
     with ResultStore(files["store"], must_exist=True) as store:
