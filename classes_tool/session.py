@@ -23,7 +23,8 @@ from classes_tool.errors import UserError
 from classes_tool.graph import ModelGraph, build_model, file_kind, graph_from_model, read_model
 from classes_tool.graph.model_graph import Node
 from classes_tool.graph.transform import output_shapes
-from classes_tool.limits import check_keras_h5
+from classes_tool.limits import check_model_file
+from classes_tool.registration import register_layers
 from classes_tool.simulator.error_model import available_error_models, error_model_for_layer
 
 CALIBRATION_SAMPLES = 512
@@ -51,8 +52,7 @@ def load(path: str | Path, input_shapes: Sequence[tuple[int, ...]] | None = None
         graph = graph_from_model(load_onnx_as_keras(path, input_shapes=input_shapes))
         graph.source_format = "onnx"
     else:
-        if path.suffix == ".h5":  # sizes and shapes it declares, before Keras allocates
-            check_keras_h5(path)
+        check_model_file(path)  # sizes and shapes it declares, before Keras allocates
         graph = read_model(path)
     model = build_model(graph)
     return ModelSession(path=path, graph=graph, model=model, shapes=output_shapes(model))
@@ -137,3 +137,18 @@ def error_model_name(node: Node, requested: str) -> str:
                         f"{', '.join(available_error_models())})")
     return name
 
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """A Keras file loaded as it is (for targets that replace its layers themselves): the sizes
+    it declares checked against memory first, every layer this tool writes registered, and
+    any failure one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    check_model_file(path)
+    register_layers()
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from None

@@ -27,7 +27,7 @@ from . import layers as L
 
 
 @dataclass
-class KT:
+class ModelTensor:
     """A Keras tensor standing for one ONNX tensor; `channels_last` says how its axes map."""
 
     tensor: object
@@ -78,7 +78,7 @@ class BatchMoved:
     rewritten on `source`. Any other consumer is refused. `origin` names the Transpose.
     """
 
-    source: KT
+    source: ModelTensor
     perm: tuple[int, ...]
     origin: str
 
@@ -137,7 +137,7 @@ class Converter:
         self.model = model
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           13)
-        self.values: dict[str, np.ndarray | KT] = {}
+        self.values: dict[str, np.ndarray | ModelTensor] = {}
         self._used_names: set[str] = set()
         self.node: onnx.NodeProto | None = None
         self.node_label = ""
@@ -157,7 +157,7 @@ class Converter:
         return self.unique(self.base_name + (f"_{suffix}" if suffix else ""))
 
     # ---- tensor table -------------------------------------------------------------------
-    def get(self, tensor_name: str) -> np.ndarray | KT | BatchMoved | None:
+    def get(self, tensor_name: str) -> np.ndarray | ModelTensor | BatchMoved | None:
         if tensor_name == "":
             return None
         if tensor_name not in self.values:
@@ -173,27 +173,27 @@ class Converter:
                 raise UserError(f"node {self.node_label}: input {index} is missing")
             return None
         value = self.get(names[index])
-        if isinstance(value, KT):
+        if isinstance(value, ModelTensor):
             raise UserError(f"node {self.node_label}: input {index} must be a constant (it is "
                             "computed from the model input); fix the input shape with "
                             "--input-shape or simplify the model")
         return value
 
-    def kt(self, index: int) -> KT:
+    def model_tensor(self, index: int) -> ModelTensor:
         value = self.get(self.node.input[index])
-        if not isinstance(value, KT):
+        if not isinstance(value, ModelTensor):
             raise UserError(f"node {self.node_label}: input {index} is a constant where a "
                             "tensor computed from the model input is expected")
         return value
 
-    def out(self, value: np.ndarray | KT | BatchMoved | object, channels_last: bool = False,
+    def out(self, value: np.ndarray | ModelTensor | BatchMoved | object, channels_last: bool = False,
             index: int = 0) -> None:
-        if not isinstance(value, (np.ndarray, KT, BatchMoved)):
-            value = KT(value, channels_last and len(value.shape) >= 3)
+        if not isinstance(value, (np.ndarray, ModelTensor, BatchMoved)):
+            value = ModelTensor(value, channels_last and len(value.shape) >= 3)
         self.values[self.node.output[index]] = value
 
     # ---- layout helpers -----------------------------------------------------------------
-    def onnx_layout(self, kt: KT, for_reshape: bool = False):
+    def onnx_layout(self, kt: ModelTensor, for_reshape: bool = False):
         """`kt` as a Keras tensor in ONNX axis order (adds a Permute once, then reuses it).
 
         With `for_reshape`, a channels-last tensor whose non-unit axes are already in ONNX
@@ -212,7 +212,7 @@ class Converter:
                 (rank - 1, *range(1, rank - 1)), name=self.name("to_onnx_layout"))(kt.tensor)
         return kt._views["onnx"]
 
-    def channels_last(self, kt: KT):
+    def channels_last(self, kt: ModelTensor):
         """`kt` as a channels-last Keras tensor (adds a Permute once, then reuses it)."""
         if kt.channels_last:
             return kt.tensor
@@ -225,7 +225,7 @@ class Converter:
                 (*range(2, rank), 1), name=self.name("to_channels_last"))(kt.tensor)
         return kt._views["cl"]
 
-    def constant_like(self, value: np.ndarray, ref: KT, channels_last: bool, suffix: str):
+    def constant_like(self, value: np.ndarray, ref: ModelTensor, channels_last: bool, suffix: str):
         """A Constant layer holding `value` (ONNX layout, broadcastable against `ref`)."""
         value = np.asarray(value)
         rank = ref.rank
@@ -273,7 +273,7 @@ class Converter:
             raise UserError(f"could not fold constant node {self.node_label}: "
                             f"{type(exc).__name__}: {exc}") from exc
 
-    def static_shape(self, kt: KT | BatchMoved) -> list[int]:
+    def static_shape(self, kt: ModelTensor | BatchMoved) -> list[int]:
         """ONNX shape of `kt` with the batch dimension as 1 (shape arithmetic is then folded)."""
         if isinstance(kt, BatchMoved):
             source = self.static_shape(kt.source)
@@ -314,7 +314,7 @@ class Converter:
             tensor = keras.Input(shape=keras_shape, batch_size=None, name=name,
                                  dtype="float32")
             keras_inputs.append(tensor)
-            self.values[value_info.name] = KT(tensor, channels_last)
+            self.values[value_info.name] = ModelTensor(tensor, channels_last)
 
         for index, node in enumerate(graph.node):
             self.node = node
@@ -325,13 +325,13 @@ class Converter:
                 raise UserError(f"unsupported ONNX op {node.domain}.{node.op_type} at node "
                                 f"{node.name or '(unnamed)'}")
             values = [self.get(n) for n in node.input]
-            if node.op_type == "Shape" and isinstance(values[0], (KT, BatchMoved)):
+            if node.op_type == "Shape" and isinstance(values[0], (ModelTensor, BatchMoved)):
                 shape = np.asarray(self.static_shape(values[0]), dtype=np.int64)
                 attrs = _attrs(node)
                 start, end = attrs.get("start", 0), attrs.get("end", None)
                 self.out(shape[start:end])
                 continue
-            if node.op_type == "Size" and isinstance(values[0], (KT, BatchMoved)):
+            if node.op_type == "Size" and isinstance(values[0], (ModelTensor, BatchMoved)):
                 self.out(np.asarray(np.prod(self.static_shape(values[0])), dtype=np.int64))
                 continue
             moved = next((v for v in values if isinstance(v, BatchMoved)), None)
@@ -348,7 +348,7 @@ class Converter:
                 except ValueError as exc:
                     raise UserError(f"cannot convert node {self.node_label}: {exc}") from exc
                 continue
-            if node.op_type not in _NO_FOLD and all(not isinstance(v, KT) for v in values):
+            if node.op_type not in _NO_FOLD and all(not isinstance(v, ModelTensor) for v in values):
                 for i, result in enumerate(self.fold(node, values)):
                     if result is not None:
                         self.out(result, index=i)
@@ -369,7 +369,7 @@ class Converter:
             if isinstance(value, BatchMoved):
                 raise UserError(f"model output {value_info.name!r} comes from {value.origin}, "
                                 "a Transpose that moves the batch axis; not supported")
-            if not isinstance(value, KT):
+            if not isinstance(value, ModelTensor):
                 raise UserError(f"model output {value_info.name!r} is a constant; nothing to "
                                 "convert")
             self.node_label = value_info.name

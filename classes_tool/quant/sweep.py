@@ -189,12 +189,9 @@ def load_model(path: str | Path) -> keras.Model:
 
     The activation grid a fault-aware tuned model was saved with (`calibration.write_grid`) is
     attached to the loaded model, so injecting into it uses that grid by default."""
-    import classes_tool.quant.layers  # noqa: F401  (registers FaultInjection for load_model)
+    from classes_tool.session import load_keras_model
 
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
+    model = load_keras_model(path)
     attach_grid(model, read_grid(path))
     return model
 

@@ -199,17 +199,17 @@ class SpikingCampaign:
             nonlocal golden_scores, scores
             b0, c0 = unit
             gscore, chunk, out = result
-            nb = len(gscore)
+            batch_len = len(gscore)
             if scores is None:
                 golden_scores = np.zeros((n,) + gscore.shape[1:], np.float32)
                 scores = np.zeros((n_rounds, n) + gscore.shape[1:], np.float32)
-            golden_scores[b0:b0 + nb] = gscore
+            golden_scores[b0:b0 + batch_len] = gscore
             for p, r in enumerate(chunk):
-                scores[r, b0:b0 + nb] = out[p * nb:(p + 1) * nb]
+                scores[r, b0:b0 + batch_len] = out[p * batch_len:(p + 1) * batch_len]
             if bar is not None:
-                bar.update(len(chunk) * nb)
+                bar.update(len(chunk) * batch_len)
             elif progress == "table":
-                print(f"{c0 + len(chunk):>12} {b0 + nb:>12} "
+                print(f"{c0 + len(chunk):>12} {b0 + batch_len:>12} "
                       f"{time.perf_counter() - start:>10.2f}")
 
         if executor is not None:
@@ -224,8 +224,8 @@ class SpikingCampaign:
         self.results = metrics.Results(golden_scores, scores, y, self.round_info())
         return self.results
 
-    def _per_pass(self, nb: int, max_rows: int, rounds_per_pass: int | None) -> int:
-        return rounds_per_pass or max(1, max_rows // nb)
+    def _per_pass(self, batch_len: int, max_rows: int, rounds_per_pass: int | None) -> int:
+        return rounds_per_pass or max(1, max_rows // batch_len)
 
     def units(self, n: int, batch_size: int = 128, max_rows: int = 4096,
               rounds_per_pass: int | None = None, **_) -> list[tuple[int, int]]:
@@ -244,16 +244,16 @@ class SpikingCampaign:
         rows) of one unit of `units`."""
         b0, c0 = unit
         xb = x[b0:b0 + batch_size]
-        nb = len(xb)
+        batch_len = len(xb)
         cached = getattr(self, "_golden_batch", None)
-        if cached is None or cached[0] is not x or cached[1] != (b0, nb):
+        if cached is None or cached[0] is not x or cached[1] != (b0, batch_len):
             # the golden run of a batch serves every chunk of rounds on it
-            cached = self._golden_batch = (x, (b0, nb), GoldenBatch(xb, self.golden(xb)))
+            cached = self._golden_batch = (x, (b0, batch_len), GoldenBatch(xb, self.golden(xb)))
         bt = cached[2]
         gscore = bt.gold[-1]
         spans = [self._first_last(r) for r in self.rounds]
         order = sorted(range(len(self.rounds)), key=lambda r: spans[r])
-        chunk = order[c0:c0 + self._per_pass(nb, max_rows, rounds_per_pass)]
+        chunk = order[c0:c0 + self._per_pass(batch_len, max_rows, rounds_per_pass)]
         plan: dict[int, list] = {}
         for p, r in enumerate(chunk):
             for f in self.rounds[r]:
@@ -298,8 +298,9 @@ class SpikingCampaign:
         if model is None:
             if not data.get("model_path"):
                 raise UserError("the campaign file names no model; pass model=")
-            import classes_tool.snn.layers  # noqa: F401  (registers the layers)
-            model = keras.models.load_model(data["model_path"], compile=False)
+            from classes_tool.session import load_keras_model
+
+            model = load_keras_model(data["model_path"])
         camp = cls(model, data["input_shape"], data["name"], data["seed"], data.get("model_path"))
         camp.rounds = [[Fault.from_dict(f) for f in rnd] for rnd in data["rounds"]]
         camp._next_fault = int(data["next_fault_index"])

@@ -43,19 +43,19 @@ def membrane_op(kind: str, units: np.ndarray, p) -> Callable[[np.ndarray], None]
     return op
 
 
-def run_lif_units(ly: LIF, current: np.ndarray, neuron: np.ndarray, fault_units: list
+def run_lif_units(lif: LIF, current: np.ndarray, neuron: np.ndarray, fault_units: list
                   ) -> np.ndarray:
     """LIF spikes (time, M) for M units, unit m being neuron `neuron[m]` of some row.
 
     `fault_units` = [(fault, site index, units)]: each fault acts on its units, in list order.
     """
     steps = current.shape[0]
-    beta = ly.beta.numpy().reshape(-1)
-    if ly.learn_beta:  # as LIF.call does for a trained beta
+    beta = lif.beta.numpy().reshape(-1)
+    if lif.learn_beta:  # as LIF.call does for a trained beta
         beta = np.clip(beta, 0.0, 1.0)
     beta = beta[neuron]
-    thr = ly.threshold.numpy().reshape(-1)[neuron]
-    refr0 = float(ly.refractory)
+    thr = lif.threshold.numpy().reshape(-1)[neuron]
+    refr0 = float(lif.refractory)
     refr = np.full(neuron.shape, refr0, np.float32) if refr0 > 0 else None
     gain = None
     mem_ops: dict[int, list] = {}
@@ -101,7 +101,7 @@ def run_lif_units(ly: LIF, current: np.ndarray, neuron: np.ndarray, fault_units:
             else:
                 raise ValueError(f"not a neuron model: {name}")
             spike_ops.append(("set", units, t_idx, vals))
-    spk = lif_numpy(current, beta, thr, ly.reset, refractory=refr, gain=gain, mem_ops=mem_ops)
+    spk = lif_numpy(current, beta, thr, lif.reset, refractory=refr, gain=gain, mem_ops=mem_ops)
     for kind, units, t_idx, vals in spike_ops:  # on the axon; the membrane kept evolving
         if kind == "set":
             spk[np.ix_(t_idx, units)] = vals[:, None]
@@ -110,7 +110,7 @@ def run_lif_units(ly: LIF, current: np.ndarray, neuron: np.ndarray, fault_units:
     return spk
 
 
-def run_lif_rows(ly: LIF, x: np.ndarray, rows_of: dict[int, np.ndarray], faults: list
+def run_lif_rows(lif: LIF, x: np.ndarray, rows_of: dict[int, np.ndarray], faults: list
                  ) -> np.ndarray:
     """The LIF layer on all rows of x (rows, time, ...); `faults` = [(round, Fault)] act on
     their round's rows only."""
@@ -128,6 +128,6 @@ def run_lif_rows(ly: LIF, x: np.ndarray, rows_of: dict[int, np.ndarray], faults:
         for site in fault.sites:
             k = site_index(site, shape)
             fault_units.append((fault, k, rows * nf + k))
-    spk = run_lif_units(ly, current, neuron, fault_units)
+    spk = run_lif_units(lif, current, neuron, fault_units)
     return np.ascontiguousarray(spk.reshape(steps, nrows, nf).transpose(1, 0, 2)
                                 ).reshape(x.shape)

@@ -44,16 +44,16 @@ class SynapseSite:
         self.out_idx = ((yo[ok] * wo + xo[ok]) * cout + site[3]).astype(np.int64)
 
 
-def synapse_weight_changes(net: SpikingNetwork, ly, faults: list, in_shape, out_shape,
+def synapse_weight_changes(net: SpikingNetwork, synapse_layer, faults: list, in_shape, out_shape,
                            steps: int):
     """Per (round, Fault) and site: (round, geometry, float32 weight change per step, step mask).
 
     Faults of one round on the same weight act in injection order: each one's faulty value is
     computed from the weight as the faults before it (active at that step) left it, and its
     change is the difference to that weight, so stuck 2.0 then stuck 3.0 ends at 3.0."""
-    core = net.synapse_core(ly)
+    core = net.synapse_core(synapse_layer)
     if core.activation not in (keras.activations.linear, None):
-        raise UserError(f"synapse faults need a linear activation in {ly.name!r}")
+        raise UserError(f"synapse faults need a linear activation in {synapse_layer.name!r}")
     kernel = core.kernel.numpy()
     out = []
     current: dict[tuple, np.ndarray] = {}  # (round, site) -> weight per step so far (float64)
@@ -85,19 +85,19 @@ def synapse_updates(g: np.ndarray, geo: SynapseSite, delta: np.ndarray, tmask: n
     return r, t, geo.out_idx[q], u[r, t, q]
 
 
-def run_synapse_rows(net: SpikingNetwork, ly, x: np.ndarray, rows_of: dict[int, np.ndarray],
+def run_synapse_rows(net: SpikingNetwork, synapse_layer, x: np.ndarray, rows_of: dict[int, np.ndarray],
                      faults: list) -> np.ndarray:
     """The synapse layer on all rows, plus each fault's weight change on its own rows only.
 
     out = W x + (w' - w) * x[input of that weight], added at the weight's output position in
     fault order; the layer's activation must be linear for this to be exact.
     """
-    out = np.array(ly(x, training=False))
+    out = np.array(synapse_layer(x, training=False))
     nrows, steps = x.shape[:2]
     xf = np.asarray(x, np.float32).reshape(nrows, steps, -1)
     of = out.reshape(-1)
     width = int(np.prod(out.shape[2:]))
-    for rnd, geo, delta, tmask in synapse_weight_changes(net, ly, faults, x.shape[2:],
+    for rnd, geo, delta, tmask in synapse_weight_changes(net, synapse_layer, faults, x.shape[2:],
                                                          out.shape[2:], steps):
         rows = rows_of.get(rnd)
         if rows is None or rows.size == 0:

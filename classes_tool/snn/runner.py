@@ -199,21 +199,14 @@ def build_campaign(config: dict, seed: int, base: Path, source: str | Path | Non
     The config is validated first, and the data's sample shape is checked against the model's
     input (naming both), so nothing fails later in the middle of a run.
     """
-    import keras
-
-    import classes_tool.snn  # noqa: F401  (registers the layers)
+    from classes_tool.session import load_keras_model
     from classes_tool.snn.campaign import SpikingCampaign
 
     validate_config(config, source)
     seed = check_seed("seed", seed)
     model_path = config["model"]
     mp = Path(model_path) if Path(model_path).is_absolute() else base / model_path
-    if not mp.is_file():
-        raise UserError(f"model not found: {mp}")
-    try:
-        model = keras.models.load_model(mp, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot load model {mp}: {str(exc).splitlines()[0]}") from None
+    model = load_keras_model(mp)
     if len(model.inputs) != 1 or len(model.inputs[0].shape) < 2:
         raise UserError(f"model {mp}: SNN campaigns need one input shaped (batch, time, ...)")
     want = tuple(model.inputs[0].shape[1:])

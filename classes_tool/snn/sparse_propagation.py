@@ -77,12 +77,12 @@ class Difference:
 NO_DIFFERENCE = Difference(np.zeros(0, np.int64))
 
 
-def lif_on_difference(ly: LIF, i: int, bt: GoldenBatch, diff: Difference, faults: list
+def lif_on_difference(lif: LIF, i: int, bt: GoldenBatch, diff: Difference, faults: list
                       ) -> Difference:
     """A LIF layer on a difference: recompute only units (row, neuron) whose input differs at
     some step or that a fault touches; return the slices whose spikes differ from golden."""
-    steps, nb = bt.steps, bt.n
-    shape = tuple(int(d) for d in ly.beta.shape)
+    steps, batch_len = bt.steps, bt.n
+    shape = tuple(int(d) for d in lif.beta.shape)
     nf = int(np.prod(shape))
     keys = diff.keys
     parts = []
@@ -96,7 +96,7 @@ def lif_on_difference(ly: LIF, i: int, bt: GoldenBatch, diff: Difference, faults
         parts.append(in_rows[r] * nf + n)
     fault_codes = []
     for rnd, fault in faults:
-        rows = rnd * nb + np.arange(nb)
+        rows = rnd * batch_len + np.arange(batch_len)
         for site in fault.sites:
             k = site_index(site, shape)
             fault_codes.append((fault, k, rows * nf + k))
@@ -112,11 +112,11 @@ def lif_on_difference(ly: LIF, i: int, bt: GoldenBatch, diff: Difference, faults
         return NO_DIFFERENCE
     row = codes // nf
     neuron = codes % nf
-    col = (row % nb) * nf + neuron
+    col = (row % batch_len) * nf + neuron
     if diff.feat is None and keys.size:  # units of rows whose input differs: rebuilt rows
         pos = np.minimum(np.searchsorted(in_rows, row), in_rows.size - 1)
         sel = in_rows[pos] == row
-        rows_in = np.take(bt.time_major(i - 1).reshape(steps, nb, nf), in_rows % nb, axis=1)
+        rows_in = np.take(bt.time_major(i - 1).reshape(steps, batch_len, nf), in_rows % batch_len, axis=1)
         rows_in[keys % steps, np.repeat(np.arange(in_rows.size),
                                         np.diff(np.append(starts, keys.size)))] = vin
         rebuilt = np.take(rows_in.reshape(steps, -1), pos[sel] * nf + neuron[sel], axis=1)
@@ -130,7 +130,7 @@ def lif_on_difference(ly: LIF, i: int, bt: GoldenBatch, diff: Difference, faults
         if diff.feat is not None:
             current[keys % steps, np.searchsorted(codes, in_codes)] = diff.vals
     units = [(f, k, np.searchsorted(codes, c)) for f, k, c in fault_codes]
-    spk = run_lif_units(ly, current, neuron, units)
+    spk = run_lif_units(lif, current, neuron, units)
     ne = spk != np.take(bt.time_major(i), col, axis=1)
     changed = np.flatnonzero(ne.any(axis=0))
     if changed.size == 0:
@@ -155,8 +155,8 @@ def stepwise_on_difference(net: SpikingNetwork, i: int, bt: GoldenBatch, diff: D
                            faults: list) -> Difference:
     """A step-wise layer on a difference: run the differing slices, add synapse faults'
     updates on their rounds' rows, keep what differs from golden."""
-    ly = net.layers[i]
-    steps, nb = bt.steps, bt.n
+    net_layer = net.layers[i]
+    steps, batch_len = bt.steps, bt.n
     out_shape = bt.out(i).shape[2:]
     width = int(np.prod(out_shape))
     diff = diff.slices(bt, i - 1)
@@ -164,21 +164,21 @@ def stepwise_on_difference(net: SpikingNetwork, i: int, bt: GoldenBatch, diff: D
     in_shape = bt.out(i - 1).shape[2:]
     new = None
     if keys.size:
-        new = call_steps(stepwise_layer(ly), diff.vals.reshape((keys.size,) + in_shape),
+        new = call_steps(stepwise_layer(net_layer), diff.vals.reshape((keys.size,) + in_shape),
                          diff.padded)
     if faults:
         vin = None if diff.vals is None else diff.vals.reshape(keys.size, -1)
         gin = bt.flat(i - 1)
         upd = []
-        for rnd, geo, delta, tmask in synapse_weight_changes(net, ly, faults, in_shape,
+        for rnd, geo, delta, tmask in synapse_weight_changes(net, net_layer, faults, in_shape,
                                                              out_shape, steps):
             g = gin[:, :, geo.in_idx]
-            lo, hi = np.searchsorted(keys, [rnd * nb * steps, (rnd + 1) * nb * steps])
+            lo, hi = np.searchsorted(keys, [rnd * batch_len * steps, (rnd + 1) * batch_len * steps])
             if hi > lo:  # this round's rows whose input differs from golden
-                local = keys[lo:hi] - rnd * nb * steps
+                local = keys[lo:hi] - rnd * batch_len * steps
                 g[local // steps, local % steps] = vin[lo:hi][:, geo.in_idx]
             r, t, o, u = synapse_updates(g, geo, delta, tmask)
-            upd.append(((rnd * nb + r) * steps + t, o, u))
+            upd.append(((rnd * batch_len + r) * steps + t, o, u))
         if not keys.size:  # golden input: only the updated elements change
             return updated_elements(bt, i, upd, width)
         out_keys = sorted_unique(np.concatenate([k for k, _, _ in upd] + [keys]))
@@ -241,7 +241,7 @@ def propagate_differences(net: SpikingNetwork, bt: GoldenBatch, plan: dict, firs
     """Rows as differences from golden (see `lif_on_difference`, `stepwise_on_difference`);
     layers of other kinds run on whole rows. Returns the rows whose output differs (or may differ)
     from golden and their outputs."""
-    nb = bt.n
+    batch_len = bt.n
     nl = len(net.layers)
     if not plan:
         return np.zeros(0, np.int64), bt.gold[-1][:0]
@@ -249,29 +249,29 @@ def propagate_differences(net: SpikingNetwork, bt: GoldenBatch, plan: dict, firs
     diff = NO_DIFFERENCE
     rows = h = None  # whole rows, once a layer needed them
     for i in range(first, nl):
-        ly = net.layers[i]
+        net_layer = net.layers[i]
         faults_i = plan.get(i, [])
-        if rows is None and isinstance(ly, LIF):
-            diff = lif_on_difference(ly, i, bt, diff, faults_i)
-        elif rows is None and stepwise_layer(ly) is not None:
+        if rows is None and isinstance(net_layer, LIF):
+            diff = lif_on_difference(net_layer, i, bt, diff, faults_i)
+        elif rows is None and stepwise_layer(net_layer) is not None:
             diff = stepwise_on_difference(net, i, bt, diff, faults_i)
         else:
             extra = np.unique(np.concatenate(
-                [p * nb + np.arange(nb) for p, _ in faults_i] or [np.zeros(0, np.int64)]))
+                [p * batch_len + np.arange(batch_len) for p, _ in faults_i] or [np.zeros(0, np.int64)]))
             if rows is None:
                 rows, h = rows_from_difference(bt, i - 1, diff, extra)
             elif np.setdiff1d(extra, rows).size:
                 new = np.union1d(rows, extra)
-                h_new = bt.out(i - 1)[new % nb]
+                h_new = bt.out(i - 1)[new % batch_len]
                 h_new[np.searchsorted(new, rows)] = h
                 rows, h = new, h_new
             if rows.size == 0:  # every row golden here: nothing to run
                 h = bt.out(i)[:0]
             else:
-                rows_of = rows_by_round(rows // nb) if faults_i else {}
+                rows_of = rows_by_round(rows // batch_len) if faults_i else {}
                 h = apply_layer(net, i, h, rows_of, faults_i)
                 if i < nl - 1:
-                    same = np.all((h == bt.out(i)[rows % nb]).reshape(rows.size, -1), 1)
+                    same = np.all((h == bt.out(i)[rows % batch_len]).reshape(rows.size, -1), 1)
                     rows, h = rows[~same], h[~same]
         if i >= last and (diff.empty if rows is None else rows.size == 0):
             return np.zeros(0, np.int64), bt.gold[-1][:0]

@@ -12,13 +12,13 @@ import tensorflow as tf
 ALIGNMENT = 128  # TensorFlow needs buffers it does not own aligned (64 bytes on AVX-512 builds)
 
 
-def stepwise_layer(ly) -> keras.layers.Layer | None:
+def stepwise_layer(candidate) -> keras.layers.Layer | None:
     """The per-step layer of a layer that treats every time step alone (TimeDistributed, or a
     bare Dense on (batch, time, features)); None for any other layer."""
-    if isinstance(ly, keras.layers.TimeDistributed):
-        return ly.layer
-    if isinstance(ly, keras.layers.Dense):
-        return ly
+    if isinstance(candidate, keras.layers.TimeDistributed):
+        return candidate.layer
+    if isinstance(candidate, keras.layers.Dense):
+        return candidate
     return None
 
 

@@ -20,12 +20,12 @@ from classes_tool.snn.network import SpikingNetwork
 def apply_layer(net: SpikingNetwork, i: int, x: np.ndarray, rows_of: dict, faults: list
                 ) -> np.ndarray:
     """Layer i on whole rows x (rows, time, ...), faults acting on their round's rows."""
-    ly = net.layers[i]
-    if isinstance(ly, LIF):
-        return run_lif_rows(ly, x, rows_of, faults)
+    net_layer = net.layers[i]
+    if isinstance(net_layer, LIF):
+        return run_lif_rows(net_layer, x, rows_of, faults)
     if faults:
-        return run_synapse_rows(net, ly, x, rows_of, faults)
-    return np.array(ly(x, training=False))
+        return run_synapse_rows(net, net_layer, x, rows_of, faults)
+    return np.array(net_layer(x, training=False))
 
 
 def propagate_whole_rows(net: SpikingNetwork, bt: GoldenBatch, plan: dict, first: int,
@@ -34,10 +34,10 @@ def propagate_whole_rows(net: SpikingNetwork, bt: GoldenBatch, plan: dict, first
     """Whole rows through every layer from `first` (golden input there); with early stop,
     rows equal to golden after their round's last faulty layer leave. Returns the rows
     that reach the output and their outputs."""
-    nb = bt.n
+    batch_len = bt.n
     nl = len(net.layers)
-    row_round = np.repeat(np.arange(n_chunk), nb)
-    row_sample = np.tile(np.arange(nb), n_chunk)
+    row_round = np.repeat(np.arange(n_chunk), batch_len)
+    row_sample = np.tile(np.arange(batch_len), n_chunk)
     round_last = np.array([spans[r][1] for r in chunk])
     alive = np.arange(len(row_round))
     start = bt.out(first - 1)

@@ -28,7 +28,6 @@ from classes_tool.config_checks import check_seed, positive_int
 from classes_tool.config_reader import read_yaml
 from classes_tool.data import finite_inputs, labels, read_npz
 from classes_tool.errors import UserError
-from classes_tool.limits import check_model_file
 from classes_tool.systolic.array import SystolicArray
 from classes_tool.systolic.dataflow import LINES
 from classes_tool.systolic.faults import BitFlip, StuckAt
@@ -274,24 +273,14 @@ class SystolicSetup:
     its layers and the order in which its faults are drawn."""
 
     def __init__(self, cfg: dict[str, Any]):
-        import keras  # heavy: only when a campaign really runs
-
-        from classes_tool.registration import register_layers
         from classes_tool.results.adaptive import sizing_for
         from classes_tool.results.stats import leveugle_sample_size
+        from classes_tool.session import load_keras_model  # heavy: when a campaign runs
         from classes_tool.systolic.layers import compatible_layers
 
         self.cfg = cfg
         model_path = self.model_path = Path(cfg["model"])
-        if not model_path.is_file():
-            raise UserError(f"model file not found: {model_path}")
-        check_model_file(model_path)  # the sizes it declares, before Keras allocates anything
-        register_layers()
-        try:
-            model = keras.models.load_model(model_path, compile=False)
-        except (OSError, ValueError, TypeError) as exc:
-            raise UserError(f"cannot load model {model_path}: {str(exc).splitlines()[0]}"
-                            ) from None
+        model = load_keras_model(model_path)  # sizes checked before Keras allocates anything
         if len(model.inputs) != 1:
             raise UserError(f"model {model_path} has {len(model.inputs)} inputs; systolic "
                             "campaigns need a model with one input")

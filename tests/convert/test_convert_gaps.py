@@ -378,10 +378,10 @@ def test_tolerance_is_absolute_plus_relative():
 
 def _scaled(cv_factor):
     """A converter for Mul by a scalar that multiplies by `cv_factor` times the constant."""
-    def convert(cv, node, attrs):
-        x = cv.kt(0)
-        value = float(np.asarray(cv.const(1))) * cv_factor
-        cv.out(keras.layers.Rescaling(value, name=cv.name())(x.tensor),
+    def convert(conversion, node, attrs):
+        x = conversion.model_tensor(0)
+        value = float(np.asarray(conversion.const(1))) * cv_factor
+        conversion.out(keras.layers.Rescaling(value, name=conversion.name())(x.tensor),
                channels_last=x.channels_last)
     return convert
 

@@ -252,9 +252,9 @@ def test_bad_files(tmp_path):
 def test_verification_failure_writes_nothing(tmp_path, monkeypatch):
     from classes_tool.convert import ops
 
-    def wrong_relu(cv, node, attrs):  # a deliberately broken converter: sigmoid instead of relu
-        x = cv.kt(0)
-        cv.out(keras.layers.Activation("sigmoid", name=cv.name())(x.tensor),
+    def wrong_relu(conversion, node, attrs):  # a deliberately broken converter: sigmoid instead of relu
+        x = conversion.model_tensor(0)
+        conversion.out(keras.layers.Activation("sigmoid", name=conversion.name())(x.tensor),
                channels_last=x.channels_last)
 
     monkeypatch.setitem(ops.CONVERTERS, "Relu", wrong_relu)

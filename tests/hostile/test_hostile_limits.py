@@ -149,3 +149,24 @@ def test_a_systolic_model_declaring_too_much(hostile, tmp_path, no_model_loading
     message = hostile.run(["campaign", config], inputs=[config, model],
                           outputs=[tmp_path / "run"], expect="memory")
     assert "(1000000, 1000000)" in message, message
+
+
+def test_snn_and_sweep_models_declaring_too_much(hostile, tmp_path, no_model_loading):
+    """Every target that loads a Keras file itself goes through the same size check."""
+    model = _huge_keras_weights(_toy_keras(tmp_path / "m.keras"))
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 6), np.float32), y=np.zeros(4, np.int64))
+    snn = tmp_path / "snn.yaml"
+    snn.write_text(yaml.safe_dump({
+        "target": "snn", "model": str(model), "data": "d.npz", "output": "run",
+        "rounds": [{"complete": {"fault": "dead_neuron", "layers": ["fc1"]}}]}))
+    message = hostile.run(["campaign", snn], inputs=[snn, model], outputs=[tmp_path / "run"],
+                          expect="memory")
+    assert "(1000000, 1000000)" in message, message
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "model": str(model), "data": {"test": "d.npz"},
+        "fault_injection": {"enabled": True, "probability": 1.0, "mode": "full_model",
+                            "injection_type": "random", "bit_width": 8}}))
+    message = hostile.run(["sweep", sweep, "--out", tmp_path / "sw"], inputs=[sweep, model],
+                          outputs=[tmp_path / "sw"], expect="memory")
+    assert "(1000000, 1000000)" in message, message

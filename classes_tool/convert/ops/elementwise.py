@@ -8,7 +8,7 @@ import numpy as np
 from classes_tool.errors import UserError
 
 from .. import layers as L
-from ..converter import KT
+from ..converter import ModelTensor
 from . import register
 
 _MERGE = {"Add": keras.layers.Add, "Sum": keras.layers.Add, "Sub": keras.layers.Subtract,
@@ -30,40 +30,40 @@ def _scalar_rescaling(op: str, value: float, const_first: bool):
 
 
 @register(*_MERGE)
-def binary(cv, node, attrs):
+def binary(conversion, node, attrs):
     op = node.op_type
-    values = [cv.get(n) for n in node.input]
-    tensors = [v for v in values if isinstance(v, KT)]
+    values = [conversion.get(n) for n in node.input]
+    tensors = [v for v in values if isinstance(v, ModelTensor)]
     if len(values) == 1:
-        cv.out(values[0])
+        conversion.out(values[0])
         return
     if len(values) > 2 and len(tensors) != len(values):
-        raise UserError(f"node {cv.node_label}: variadic {op} with constants is not supported")
+        raise UserError(f"node {conversion.node_label}: variadic {op} with constants is not supported")
     if len(values) == 2 and len(tensors) == 1:
-        const_first = not isinstance(values[0], KT)
+        const_first = not isinstance(values[0], ModelTensor)
         x = tensors[0]
         c = np.asarray(values[0] if const_first else values[1])
         if c.size == 1 and c.dtype.kind in "fiu" \
                 and c.ndim <= x.rank:
             pair = _scalar_rescaling(op, float(c.reshape(())), const_first)
             if pair is not None:
-                layer = keras.layers.Rescaling(scale=pair[0], offset=pair[1], name=cv.name())
-                cv.out(layer(x.tensor), channels_last=x.channels_last)
+                layer = keras.layers.Rescaling(scale=pair[0], offset=pair[1], name=conversion.name())
+                conversion.out(layer(x.tensor), channels_last=x.channels_last)
                 return
         if c.ndim > x.rank or (c.ndim == x.rank and c.shape[0] != 1):
-            raise UserError(f"node {cv.node_label}: constant operand of shape {c.shape} "
+            raise UserError(f"node {conversion.node_label}: constant operand of shape {c.shape} "
                             "broadcasts over the batch; not supported")
-        const = cv.constant_like(c, x, x.channels_last, "const")
+        const = conversion.constant_like(c, x, x.channels_last, "const")
         operands = [const, x.tensor] if const_first else [x.tensor, const]
-        cv.out(_MERGE[op](name=cv.name())(operands), channels_last=x.channels_last)
+        conversion.out(_MERGE[op](name=conversion.name())(operands), channels_last=x.channels_last)
         return
     ranks = {t.rank for t in tensors}
     if len(ranks) != 1:
-        raise UserError(f"node {cv.node_label}: {op} of tensors with ranks {sorted(ranks)} "
+        raise UserError(f"node {conversion.node_label}: {op} of tensors with ranks {sorted(ranks)} "
                         "(broadcasting across ranks) is not supported")
     channels_last = any(t.channels_last for t in tensors)
-    operands = [cv.channels_last(t) if channels_last else t.tensor for t in tensors]
-    cv.out(_MERGE[op](name=cv.name())(operands), channels_last=channels_last)
+    operands = [conversion.channels_last(t) if channels_last else t.tensor for t in tensors]
+    conversion.out(_MERGE[op](name=conversion.name())(operands), channels_last=channels_last)
 
 
 _UNARY = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Neg": "neg", "Abs": "abs",
@@ -72,33 +72,33 @@ _UNARY = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Neg": "neg", "Abs": "abs"
 
 
 @register(*_UNARY)
-def unary(cv, node, attrs):
-    x = cv.kt(0)
-    cv.out(L.Elementwise(_UNARY[node.op_type], name=cv.name())(x.tensor),
+def unary(conversion, node, attrs):
+    x = conversion.model_tensor(0)
+    conversion.out(L.Elementwise(_UNARY[node.op_type], name=conversion.name())(x.tensor),
            channels_last=x.channels_last)
 
 
 @register("Pow")
-def power(cv, node, attrs):
-    x = cv.kt(0)
-    exponent = np.asarray(cv.const(1))
+def power(conversion, node, attrs):
+    x = conversion.model_tensor(0)
+    exponent = np.asarray(conversion.const(1))
     if exponent.size != 1:
-        raise UserError(f"node {cv.node_label}: Pow needs a scalar constant exponent")
-    cv.out(L.Elementwise("pow", exponent=float(exponent.reshape(())), name=cv.name())(x.tensor),
+        raise UserError(f"node {conversion.node_label}: Pow needs a scalar constant exponent")
+    conversion.out(L.Elementwise("pow", exponent=float(exponent.reshape(())), name=conversion.name())(x.tensor),
            channels_last=x.channels_last)
 
 
 @register("Identity", "Dropout")
-def identity(cv, node, attrs):
-    cv.out(cv.kt(0))
+def identity(conversion, node, attrs):
+    conversion.out(conversion.model_tensor(0))
 
 
 @register("Cast")
-def cast(cv, node, attrs):
+def cast(conversion, node, attrs):
     import onnx
 
     if attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
                                onnx.TensorProto.FLOAT16):
-        raise UserError(f"node {cv.node_label}: Cast of a computed tensor to a non-float "
+        raise UserError(f"node {conversion.node_label}: Cast of a computed tensor to a non-float "
                         "type is not supported")
-    cv.out(cv.kt(0))
+    conversion.out(conversion.model_tensor(0))

@@ -10,7 +10,7 @@ import numpy as np
 from classes_tool.errors import UserError
 
 from .. import layers as L
-from ..converter import KT
+from ..converter import ModelTensor
 from . import register
 from .conv import explicit_pads, tf_same_pads
 
@@ -49,23 +49,23 @@ def _window_counts(spatial, kernel, strides, pads, extra, include_pad) -> np.nda
 
 
 @register("MaxPool", "AveragePool")
-def pool(cv, node, attrs):
-    x = cv.kt(0)
+def pool(conversion, node, attrs):
+    x = conversion.model_tensor(0)
     if x.rank not in (3, 4):
-        raise UserError(f"node {cv.node_label}: only 1-D and 2-D pooling is supported")
+        raise UserError(f"node {conversion.node_label}: only 1-D and 2-D pooling is supported")
     n = x.rank - 2
     spatial = [int(d) for d in x.onnx_shape[2:]]
     kernel = [int(k) for k in attrs["kernel_shape"]]
     strides = [int(s) for s in attrs.get("strides", [1] * n)]
     if any(d != 1 for d in attrs.get("dilations", [1] * n)):
-        raise UserError(f"node {cv.node_label}: dilated pooling is not supported")
-    pads = explicit_pads(cv, attrs, spatial, kernel, strides, [1] * n)
+        raise UserError(f"node {conversion.node_label}: dilated pooling is not supported")
+    pads = explicit_pads(conversion, attrs, spatial, kernel, strides, [1] * n)
     is_max = node.op_type == "MaxPool"
     include_pad = bool(attrs.get("count_include_pad", 0))
     extra = [0] * n
     if attrs.get("ceil_mode", 0):
         extra = _ceil_extra(spatial, kernel, strides, pads)
-    tensor = cv.channels_last(x)
+    tensor = conversion.channels_last(x)
     if is_max:
         cls = keras.layers.MaxPooling2D if n == 2 else keras.layers.MaxPooling1D
         full = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
@@ -75,48 +75,48 @@ def pool(cv, node, attrs):
             padding = "same"  # TF 'same' pooling ignores padded cells
         else:
             tensor = L.Pad([[0, 0], *full, [0, 0]], mode="constant", constant_value=_LOWEST,
-                           name=cv.name("pad"))(tensor)
+                           name=conversion.name("pad"))(tensor)
             padding = "valid"
-        y = cls(pool_size=kernel, strides=strides, padding=padding, name=cv.name())(tensor)
-        cv.out(y, channels_last=True)
+        y = cls(pool_size=kernel, strides=strides, padding=padding, name=conversion.name())(tensor)
+        conversion.out(y, channels_last=True)
         return
     cls = keras.layers.AveragePooling2D if n == 2 else keras.layers.AveragePooling1D
     if (not include_pad and not any(extra)
             and pads == tf_same_pads(spatial, kernel, strides, [1] * n)):
         # TF 'same' average pooling divides by the input cells only, as ONNX does here
-        y = cls(pool_size=kernel, strides=strides, padding="same", name=cv.name())(tensor)
-        cv.out(y, channels_last=True)
+        y = cls(pool_size=kernel, strides=strides, padding="same", name=conversion.name())(tensor)
+        conversion.out(y, channels_last=True)
         return
     # general case: average the zero-padded input over whole windows (the sum over each
     # window / kernel size), then rescale every output position by kernel size / its count
     full = [(b, e + x_) for (b, e), x_ in zip(pads, extra, strict=True)]
     if any(p != (0, 0) for p in full):
         layer = keras.layers.ZeroPadding2D if n == 2 else keras.layers.ZeroPadding1D
-        tensor = layer(tuple(full) if n == 2 else full[0], name=cv.name("pad"))(tensor)
-    y = cls(pool_size=kernel, strides=strides, padding="valid", name=cv.name())(tensor)
+        tensor = layer(tuple(full) if n == 2 else full[0], name=conversion.name("pad"))(tensor)
+    y = cls(pool_size=kernel, strides=strides, padding="valid", name=conversion.name())(tensor)
     counts = _window_counts(spatial, kernel, strides, pads, extra, include_pad)
     if np.any(counts <= 0):
-        raise UserError(f"node {cv.node_label}: a pooling window covers no input cell")
+        raise UserError(f"node {conversion.node_label}: a pooling window covers no input cell")
     if np.any(counts != math.prod(kernel)):
         scale = (math.prod(kernel) / counts).astype("float32")
         # ONNX layout (1, 1, *spatial): constant_like turns it channels-last
         scale = scale.reshape((1, 1, *scale.shape))
-        const = cv.constant_like(scale, KT(y, True), True, "count")
-        y = keras.layers.Multiply(name=cv.name("rescale"))([y, const])
-    cv.out(y, channels_last=True)
+        const = conversion.constant_like(scale, ModelTensor(y, True), True, "count")
+        y = keras.layers.Multiply(name=conversion.name("rescale"))([y, const])
+    conversion.out(y, channels_last=True)
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
-def global_pool(cv, node, attrs):
-    x = cv.kt(0)
+def global_pool(conversion, node, attrs):
+    x = conversion.model_tensor(0)
     if x.rank not in (3, 4):
-        raise UserError(f"node {cv.node_label}: only 1-D and 2-D global pooling is supported")
+        raise UserError(f"node {conversion.node_label}: only 1-D and 2-D global pooling is supported")
     avg = node.op_type == "GlobalAveragePool"
     cls = {(True, 4): keras.layers.GlobalAveragePooling2D,
            (True, 3): keras.layers.GlobalAveragePooling1D,
            (False, 4): keras.layers.GlobalMaxPooling2D,
            (False, 3): keras.layers.GlobalMaxPooling1D}[(avg, x.rank)]
-    cv.out(cls(keepdims=True, name=cv.name())(cv.channels_last(x)), channels_last=True)
+    conversion.out(cls(keepdims=True, name=conversion.name())(conversion.channels_last(x)), channels_last=True)
 
 
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min",
@@ -124,30 +124,30 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Reduce
 
 
 @register(*_REDUCE)
-def reduce(cv, node, attrs):
-    x = cv.kt(0)
+def reduce(conversion, node, attrs):
+    x = conversion.model_tensor(0)
     rank = x.rank
     axes = attrs.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = cv.const(1)
+        axes = conversion.const(1)
     keepdims = bool(attrs.get("keepdims", 1))
     if axes is None or len(axes) == 0:
         if attrs.get("noop_with_empty_axes", 0):
-            cv.out(x)
+            conversion.out(x)
             return
         axes = list(range(rank))
     axes = sorted({int(a) % rank for a in np.asarray(axes).reshape(-1)})
     if 0 in axes:
-        raise UserError(f"node {cv.node_label}: reducing over the batch axis is not supported")
+        raise UserError(f"node {conversion.node_label}: reducing over the batch axis is not supported")
     op = _REDUCE[node.op_type]
     if x.channels_last and rank == 4 and axes == [2, 3] and op in ("mean", "max"):
         cls = keras.layers.GlobalAveragePooling2D if op == "mean" else \
             keras.layers.GlobalMaxPooling2D
-        cv.out(cls(keepdims=keepdims, name=cv.name())(x.tensor), channels_last=keepdims)
+        conversion.out(cls(keepdims=keepdims, name=conversion.name())(x.tensor), channels_last=keepdims)
         return
     if keepdims:
         keras_axes = sorted(x.keras_axis(a) for a in axes)
-        cv.out(L.Reduce(op, keras_axes, keepdims=True, name=cv.name())(x.tensor),
+        conversion.out(L.Reduce(op, keras_axes, keepdims=True, name=conversion.name())(x.tensor),
                channels_last=x.channels_last)
     else:
-        cv.out(L.Reduce(op, axes, keepdims=False, name=cv.name())(cv.onnx_layout(x)))
+        conversion.out(L.Reduce(op, axes, keepdims=False, name=conversion.name())(conversion.onnx_layout(x)))
