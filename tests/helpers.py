@@ -70,3 +70,38 @@ def branching_inputs(n: int = 5, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.normal(size=(n, 6, 6, 2)).astype("float32"),
             rng.normal(size=(n, 3)).astype("float32")]
+
+
+def systolic_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A small Conv2D + Dense model (`conv`, `fc`) saved as .keras and six inputs with labels:
+    what the systolic campaign tests run on."""
+    inp = keras.Input((5, 5, 1))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(4, activation="softmax", name="fc")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.random((6, 5, 5, 1)).astype(np.float32), y=np.arange(6) % 4)
+    return model_path, data
+
+
+def stop_after_adds(monkeypatch, count: int) -> callable:
+    """Make the result store raise KeyboardInterrupt (as a kill would stop a run) once `count`
+    faults were committed; returns the function that puts the real `add` back."""
+    from classes_tool.results.store import ResultStore
+
+    add, calls = ResultStore.add, []
+
+    def add_then_stop(self, *args, **kwargs):
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultStore, "add", add_then_stop)
+    return lambda: monkeypatch.setattr(ResultStore, "add", add)

@@ -7,28 +7,12 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from helpers import stored_rows
+from helpers import stop_after_adds, stored_rows, systolic_files
 
 from classes_tool.cli import main
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
-
-
-def _systolic_files(tmp_path: Path) -> tuple[Path, Path]:
-    inp = keras.Input((5, 5, 1))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inp)
-    x = keras.layers.Flatten()(x)
-    out = keras.layers.Dense(4, activation="softmax", name="fc")(x)
-    model = keras.Model(inp, out)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32)
-                       for w in model.get_weights()])
-    model_path = tmp_path / "m.keras"
-    model.save(model_path)
-    data = tmp_path / "d.npz"
-    np.savez(data, x=rng.random((6, 5, 5, 1)).astype(np.float32), y=np.arange(6) % 4)
-    return model_path, data
 
 
 def _campaign(config: Path, out: Path, *extra: str) -> list:
@@ -37,7 +21,7 @@ def _campaign(config: Path, out: Path, *extra: str) -> list:
 
 
 def test_systolic_campaigns_on_two_workers_store_the_rows_one_process_stores(tmp_path):
-    model_path, data = _systolic_files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     base = {"target": "systolic", "model": str(model_path), "data": str(data),
             "array": {"n1": 2, "n2": 2, "n3": 4, "dataflow": "output_stationary",
                       "in_dtype": "int8"},
@@ -61,10 +45,9 @@ def test_systolic_campaigns_on_two_workers_store_the_rows_one_process_stores(tmp
 
 
 def test_a_systolic_campaign_stopped_on_ray_resumes_to_the_same_rows(tmp_path, monkeypatch):
-    from classes_tool.results.store import ResultStore
     from classes_tool.systolic.campaign import load_systolic_config, run_systolic_campaign
 
-    model_path, data = _systolic_files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
         "target": "systolic", "model": str(model_path), "data": str(data),
@@ -72,19 +55,11 @@ def test_a_systolic_campaign_stopped_on_ray_resumes_to_the_same_rows(tmp_path, m
                   "in_dtype": "int8"}, "layers": ["conv", "fc"], "lines": ["a", "c"],
         "bits": [3, 6], "faults": 10, "seed": 4}))
     alone = _campaign(config, tmp_path / "one")
-    add, calls = ResultStore.add, []
-
-    def add_then_stop(self, *args, **kwargs):  # the driver stops after three faults
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return add(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResultStore, "add", add_then_stop)
+    restore = stop_after_adds(monkeypatch, 3)  # the driver stops after three faults
     with pytest.raises(KeyboardInterrupt):
         run_systolic_campaign(load_systolic_config(config), tmp_path / "two", quiet=True,
                               workers=2, threads_per_worker=1)
-    monkeypatch.setattr(ResultStore, "add", add)
+    restore()
     assert 0 < len(stored_rows(tmp_path / "two" / "results.db")) < len(alone)
     # without --resume the stored rows are not touched; with it, the campaign ends as one run
     assert main(["campaign", str(config), "--out", str(tmp_path / "two"), "--quiet",

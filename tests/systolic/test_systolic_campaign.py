@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import systolic_files
 
 from classes_tool.errors import UserError
 from classes_tool.results.stats import leveugle_sample_size
@@ -23,21 +24,6 @@ from classes_tool.systolic.campaign import (
 from classes_tool.systolic.layers import calibrate, predict, replace_layers
 
 
-def _files(tmp_path: Path) -> tuple[Path, Path]:
-    inp = keras.Input((5, 5, 1))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inp)
-    x = keras.layers.Flatten()(x)
-    out = keras.layers.Dense(4, activation="softmax", name="fc")(x)
-    model = keras.Model(inp, out)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
-    model_path = tmp_path / "m.keras"
-    model.save(model_path)
-    data = tmp_path / "d.npz"
-    np.savez(data, x=rng.random((6, 5, 5, 1)).astype(np.float32), y=np.arange(6) % 4)
-    return model_path, data
-
-
 def test_fault_space_enumerates_everything_once():
     array = SystolicArray(2, 2, 2, "output_stationary", in_dtype="int8")
     space = FaultSpace(array, ["a", "c"], ["stuck_at", "bit_flip"])
@@ -47,7 +33,7 @@ def test_fault_space_enumerates_everything_once():
 
 
 def test_campaign_store_resume_and_report(tmp_path):
-    model_path, data = _files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     config = {"target": "systolic", "model": str(model_path), "data": str(data),
               "array": {"n1": 2, "n2": 2, "n3": 4, "dataflow": "output_stationary",
                         "in_dtype": "int8"},
@@ -146,7 +132,7 @@ def test_cli_bad_seed_and_bad_data_leave_no_output(tmp_path, capsys):
     """One-line errors, raised before the output folder (and its result store) is created."""
     from classes_tool.cli import main
 
-    model_path, data = _files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     cfg = tmp_path / "c.yaml"
     out = tmp_path / "out"
     cfg.write_text(f"target: systolic\nmodel: {model_path}\ndata: {data}\nseed: -4\n")
@@ -169,7 +155,7 @@ def test_adaptive_sizing_stops_at_the_margin_and_resumes_identically(tmp_path):
     run on the same folder adds nothing."""
     from classes_tool.results.report import target_estimates
 
-    model_path, data = _files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     config = {"target": "systolic", "model": str(model_path), "data": str(data),
               "array": {"n1": 2, "n2": 2, "n3": 4, "dataflow": "output_stationary",
                         "in_dtype": "int8"},
@@ -200,7 +186,7 @@ def test_adaptive_sizing_stops_at_the_margin_and_resumes_identically(tmp_path):
 
 
 def test_adaptive_sizing_config_errors(tmp_path):
-    model_path, data = _files(tmp_path)
+    model_path, data = systolic_files(tmp_path)
     base = {"target": "systolic", "model": str(model_path), "data": str(data)}
     with pytest.raises(UserError, match="fixed budget"):
         validate_config({**base, "sizing": "adaptive", "faults": 3})

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import stop_after_adds
 
 from classes_tool.errors import UserError
 from classes_tool.results.stats import leveugle_sample_size
@@ -173,20 +174,10 @@ def test_shared_campaign_is_deterministic_and_resumes(tmp_path, monkeypatch):
     assert _rows(again["db"]) == reference
 
     # stop after 3 committed faults, as a kill would, then resume
-    from classes_tool.results.store import ResultStore
-
-    add, calls = ResultStore.add, []
-
-    def add_then_stop(self, *args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return add(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResultStore, "add", add_then_stop)
+    restore = stop_after_adds(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_systolic_campaign(config, tmp_path / "stopped", seed=2, quiet=True)
-    monkeypatch.setattr(ResultStore, "add", add)
+    restore()
     assert len(_rows(tmp_path / "stopped" / "results.db")[0]) == 3
     resumed = run_systolic_campaign(config, tmp_path / "stopped", seed=2, quiet=True)
     assert _rows(resumed["db"]) == reference
