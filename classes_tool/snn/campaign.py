@@ -161,7 +161,8 @@ class SpikingCampaign:
 
     def run(self, data, progress: str = "pbar", batch_size: int = 128, max_rows: int = 4096,
             late_start: bool = True, early_stop: bool = True,
-            rounds_per_pass: int | None = None, executor=None) -> metrics.Results:
+            rounds_per_pass: int | None = None, executor=None, stored: dict | None = None,
+            on_unit=None) -> metrics.Results:
         """Run every round over `data` = (x, y) (x shaped (N, time, ...); y may be None).
 
         `max_rows` bounds the enlarged batch (rounds x samples per forward pass);
@@ -171,7 +172,10 @@ class SpikingCampaign:
 
         The work is cut into units (a batch of samples x a chunk of rounds, see `units`) at
         fixed positions; `executor` (a `classes_tool.distributed` executor whose workers hold
-        this campaign) computes them on Ray actors, with the same results.
+        this campaign) computes them on Ray actors, with the same results. `stored` holds the
+        results of units an earlier run computed ({unit: `compute_unit`'s result}), which are
+        not computed again; `on_unit(unit, result)` is called for every unit computed now
+        (before it counts as done), e.g. to make it durable.
         """
         if progress not in PROGRESS:
             raise UserError(f"progress must be one of {PROGRESS}, got {progress!r}")
@@ -195,8 +199,10 @@ class SpikingCampaign:
             print(f"{'rounds':>12} {'samples':>12} {'elapsed s':>10}")
         start = time.perf_counter()
 
-        def commit(unit: tuple[int, int], result) -> None:
+        def commit(unit: tuple[int, int], result, computed: bool = True) -> None:
             nonlocal golden_scores, scores
+            if computed and on_unit is not None:
+                on_unit(unit, result)
             b0, c0 = unit
             gscore, chunk, out = result
             batch_len = len(gscore)
@@ -212,11 +218,16 @@ class SpikingCampaign:
                 print(f"{c0 + len(chunk):>12} {b0 + batch_len:>12} "
                       f"{time.perf_counter() - start:>10.2f}")
 
+        stored = stored or {}
+        for unit in units:
+            if unit in stored:
+                commit(unit, stored[unit], computed=False)
+        todo = [unit for unit in units if unit not in stored]
         if executor is not None:
-            executor.run_units("rounds", units, commit,
+            executor.run_units("rounds", todo, commit,
                                lambda u: f"samples from {u[0]}, rounds from {u[1]}")
         else:
-            for unit in units:
+            for unit in todo:
                 commit(unit, self.compute_unit(x, unit, **options))
         if bar is not None:
             bar.close()

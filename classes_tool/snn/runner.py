@@ -22,6 +22,7 @@ import contextlib
 import csv
 import functools
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from classes_tool.files import atomic_path, write_text_atomic
 from classes_tool.results.store import RESULTS_FILE
 from classes_tool.snn import plots
 from classes_tool.snn.faults import Fault, FaultModel
-from classes_tool.snn.metrics import CLASSES, Results, softmax
+from classes_tool.snn.metrics import CLASSES, softmax
 
 ENCODERS = ("rate", "repeat", "latency")
 #: Top-level keys of an SNN campaign config (`seed` and `output` are read by the CLI).
@@ -259,27 +260,48 @@ def _table_text(rows: list[dict], key: str, has_labels: bool) -> tuple[str, str]
     return "\n".join(md) + "\n", buf.getvalue()
 
 
-def write_store(results: Results, db_path: Path, meta: dict) -> Path:
-    """One row per (round, sample) in the shared result store; outcomes from the softmax scores."""
-    from classes_tool.results.outcomes import classify
-    from classes_tool.results.store import ResultStore
+#: Folder (in the output folder) where each computed unit's scores wait until the campaign ends.
+UNITS_FOLDER = "snn_units"
 
-    n = results.golden_scores.shape[0]
-    g = softmax(results.golden_scores)
-    # written whole, then moved into place: a run that fails here leaves no partial store
-    # behind (which would also make the next run refuse the folder)
-    with atomic_path(db_path) as tmp, ResultStore(tmp, meta) as store:
-        for r, info in enumerate(results.info):
-            c = classify(g, softmax(results.scores[r]))
-            rows = [{"fault_index": r, "input_index": i, "outcome": str(c["outcome"][i]),
-                     "sdc5": bool(c["sdc5"][i]), "rel_error": float(c["rel_error"][i]),
-                     "golden_top1": int(c["golden_top1"][i]),
-                     "faulty_top1": int(c["faulty_top1"][i]),
-                     "label": None if results.labels is None else int(results.labels[i])}
-                    for i in range(n)]
-            store.add([{"fault_index": r, "target": info["target"], "pattern": info["pattern"],
-                        "params": info["params"]}], rows)
-    return db_path
+
+def _unit_path(out: Path, unit: tuple[int, int]) -> Path:
+    return out / UNITS_FOLDER / f"{unit[0]}_{unit[1]}.npz"
+
+
+def _save_unit(path: Path, result) -> None:
+    gscore, chunk, scores = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, gscore=gscore, chunk=np.asarray(chunk, np.int64), scores=scores)
+
+
+def _load_unit(path: Path):
+    with np.load(path, allow_pickle=False) as data:
+        return data["gscore"], data["chunk"].tolist(), data["scores"]
+
+
+def unit_rows(result, first: int, labels: np.ndarray | None, info: list[dict]
+              ) -> tuple[list[dict], list[dict]]:
+    """The store's fault and result rows of one unit (`SpikingCampaign.compute_unit`'s result
+    for the samples from `first`): one row per (round, sample), outcomes from the softmax
+    scores, each row compared with its own sample's golden scores."""
+    from classes_tool.results.outcomes import classify
+
+    gscore, chunk, scores = result
+    count = len(gscore)
+    golden = softmax(gscore)
+    faults, rows = [], []
+    for p, r in enumerate(chunk):
+        c = classify(golden, softmax(scores[p * count:(p + 1) * count]))
+        faults.append({"fault_index": r, "target": info[r]["target"],
+                       "pattern": info[r]["pattern"], "params": info[r]["params"]})
+        rows += [{"fault_index": r, "input_index": first + i, "outcome": str(c["outcome"][i]),
+                  "sdc5": bool(c["sdc5"][i]), "rel_error": float(c["rel_error"][i]),
+                  "golden_top1": int(c["golden_top1"][i]),
+                  "faulty_top1": int(c["faulty_top1"][i]),
+                  "label": None if labels is None else int(labels[first + i])}
+                 for i in range(count)]
+    return faults, rows
 
 
 class SpikingWorker:
@@ -298,47 +320,72 @@ class SpikingWorker:
 def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 0,
                                  quiet: bool = False, source: str | Path | None = None,
                                  workers: int | None = None, address: str | None = None,
-                                 threads_per_worker: int | None = None) -> dict[str, Path]:
+                                 threads_per_worker: int | None = None, resume: bool = False
+                                 ) -> dict[str, Path]:
     """Run the SNN campaign of `config`; write campaign JSON/NPZ, the SQLite store and its
     report, SNN tables and plots into `out_dir`. Relative paths in the config are taken from
     the current folder; `source` (the config file) is named in error messages. Returns
     {name: path}.
 
-    `out_dir` is created only after the config, model and data were checked and the campaign
-    ran, so a mistake in any of them leaves no output behind. A folder that already holds an
-    SNN campaign's results is refused before anything runs: they are not overwritten.
+    Each unit (a batch of samples x a chunk of rounds) is committed as it is computed: its rows
+    go to the store and its scores wait in `snn_units/` until the campaign ends. A folder that
+    already holds a store is refused unless `resume`, which continues it (refused when the
+    config, model or data changed) and ends with the rows of an uninterrupted run.
     `workers`/`address`: the units run on Ray actors (see `classes_tool.distributed`), with the
     same results.
     """
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+    from classes_tool.results.store import CONTENT_HASHES, ResultStore, content_hashes
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
         raise UserError(f"{out_dir} is a file, not an output folder")
-    db = Path(out_dir) / RESULTS_FILE
-    for held in (db, Path(out_dir) / "results.sqlite"):  # (the name older versions used)
-        if held.exists():
-            raise UserError(f"{held} already holds an SNN campaign's results: choose another "
-                            "output folder (--out), or delete that one")
+    db = out / RESULTS_FILE
+    if (out / "results.sqlite").exists():  # the name older versions used
+        raise UserError(f"{out / 'results.sqlite'} already holds an SNN campaign's results: "
+                        "choose another output folder (--out), or delete that one")
+    if db.exists() and not resume:
+        raise UserError(f"{db} already holds an SNN campaign's results: continue it with "
+                        "--resume, or choose another output folder (--out)")
     camp, x, y = build_campaign(config, seed, Path.cwd(), source)
     options = {"batch_size": config.get("batch_size", 128),
                "max_rows": config.get("max_rows", 4096),
                "early_stop": config.get("early_stop", True)}
+    data_path = Path(config["data"])
+    meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": camp.seed,
+            "samples": int(len(x)), "rounds": len(camp.rounds),
+            "round_configs": config["rounds"], "encode": config.get("encode"), "units": options,
+            CONTENT_HASHES: content_hashes({"model": camp.model_path, "data": data_path})}
+    info = camp.round_info()
+    out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         executor = None
         if workers is not None or address is not None:
             from classes_tool.distributed.ray_executor import RayExecutor
 
-            files = {"model": Path(camp.model_path), "data": Path(config["data"])}
+            files = {"model": Path(camp.model_path), "data": data_path}
             executor = stack.enter_context(RayExecutor(
                 files, functools.partial(SpikingWorker, config, seed, options), workers,
                 address, threads_per_worker))
+        store = stack.enter_context(ResultStore(db, meta))
+        done = store.done_pairs()
+        stored = {}
+        for unit in camp.units(len(x), **options):  # units whose rows and scores were kept
+            path = _unit_path(out, unit)
+            if path.is_file():
+                result = _load_unit(path)
+                if all((r, unit[0] + i) in done for r in result[1]
+                       for i in range(len(result[0]))):
+                    stored[unit] = result
+
+        def commit(unit: tuple[int, int], result) -> None:
+            _save_unit(_unit_path(out, unit), result)  # the scores first, then the rows
+            store.add(*unit_rows(result, unit[0], y, info))
+
         res = camp.run((x, y), progress="silent" if quiet else "pbar", executor=executor,
-                       **options)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+                       stored=stored, on_unit=commit, **options)
     files: dict[str, Path] = {"campaign": camp.save(out / "campaign.json")}
     files["campaign_npz"] = out / "campaign.npz"
-    meta = {"target": "snn", "name": camp.name, "model": camp.model_path, "seed": camp.seed,
-            "samples": int(len(x)), "rounds": len(camp.rounds), "duration_s": camp.duration}
-    files["store"] = write_store(res, db, meta)
+    files["store"] = db
     from classes_tool.results.report import write_report
     files.update({f"report/{k}": v for k, v in write_report(db, out / "report").items()})
     has_labels = y is not None
@@ -372,4 +419,6 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
         files["snn_summary"] = out / "snn_summary.md"
         if not quiet:
             print(summary.strip())
+    # every score is in campaign.npz now: the units' copies go
+    shutil.rmtree(out / UNITS_FOLDER, ignore_errors=True)
     return files

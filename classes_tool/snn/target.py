@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from classes_tool.config_reader import read_yaml
-from classes_tool.errors import UserError
 from classes_tool.results.store import CampaignResult
 from classes_tool.snn.runner import run_snn_campaign_from_config
 
@@ -16,13 +15,9 @@ PATH_KEYS = ("model", "data", "output")
 def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
         quiet: bool = False, seed: int | None = None, workers: int | None = None,
         address: str | None = None, threads_per_worker: int | None = None) -> CampaignResult:
-    """Run an SNN campaign config (on Ray actors with `workers`/`address`). It runs in one
-    piece (its rows are written whole at the end), so there is nothing to resume."""
+    """Run an SNN campaign config (`resume`: continue the store an earlier run left; on Ray
+    actors with `workers`/`address`)."""
 
-    if resume:
-        raise UserError("an SNN campaign runs in one piece and keeps no partial results, so "
-                        "there is nothing to resume; --resume applies to layers and systolic "
-                        "campaigns")
     raw = read_yaml(config_path)
     base = Path(config_path).resolve().parent
     raw = {k: (str(base / v) if k in PATH_KEYS and isinstance(v, str)
@@ -31,6 +26,7 @@ def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool 
     seed = seed if seed is not None else raw.get("seed", 0)
     files = run_snn_campaign_from_config(raw, out, seed, quiet, source=config_path,
                                          workers=workers, address=address,
-                                         threads_per_worker=threads_per_worker)
+                                         threads_per_worker=threads_per_worker,
+                                         resume=resume)
     db = files.pop("store")
     return CampaignResult(db=Path(db), files=files)

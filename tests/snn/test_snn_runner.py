@@ -7,10 +7,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import stop_after_adds, stored_rows  # noqa: E402
 
 import classes_tool.snn as snn  # noqa: E402
 from classes_tool.errors import UserError  # noqa: E402
 from classes_tool.results.store import ResultStore  # noqa: E402
+from classes_tool.snn.campaign import SpikingCampaign  # noqa: E402
 from classes_tool.snn.runner import run_snn_campaign_from_config  # noqa: E402
 
 
@@ -51,21 +53,27 @@ def test_config_campaign_writes_store_tables_and_plots(tmp_path, monkeypatch, ca
     (tmp_path / "a_file").write_text("")
     with pytest.raises(UserError, match="a_file is a file, not an output folder"):
         run_snn_campaign_from_config(config, tmp_path / "a_file", seed=1, quiet=True)
-    # the command line says so in one line, and refuses --resume, which an SNN run cannot do
+    # the command line says so in one line; --resume refuses another seed, and continues (here:
+    # recomputes, to the same rows) the same campaign
     import yaml
 
     from classes_tool.cli import main
 
     (tmp_path / "snn.yaml").write_text(yaml.safe_dump(config))
-    for extra, message in (([], "already holds"), (["--resume"], "nothing to resume")):
+    rows = stored_rows(tmp_path / "out" / "results.db")
+    for extra, message in (([], "already holds"), (["--resume", "--seed", "1"],
+                                                   "different config")):
         assert main(["campaign", "snn.yaml", "--out", "out", "--quiet", *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+    assert main(["campaign", "snn.yaml", "--out", "out", "--quiet", "--resume"]) == 0
+    assert stored_rows(tmp_path / "out" / "results.db") == rows
 
 
-def test_one_hot_labels_and_a_failed_store_leaves_nothing_behind(tmp_path, monkeypatch):
-    """One-hot `y` is read as class indices (as in a layers campaign), and a run that fails
-    while writing its store leaves no partial results.db to block the next run."""
+def test_one_hot_labels_and_a_stopped_campaign_resumes_to_the_same_rows(tmp_path, monkeypatch):
+    """One-hot `y` is read as class indices (as in a layers campaign), and a run stopped after
+    some units (its rows and scores committed) resumes to the rows and outputs of a run that
+    never stopped; without --resume the folder is refused."""
     keras.utils.set_random_seed(2)
     layers = [keras.layers.Dense(6, name="fc1"), snn.LIF(0.8, 0.5, name="lif1"),
               keras.layers.Dense(3, name="fc2"), snn.LIF(0.8, 0.5, name="lif2")]
@@ -75,19 +83,35 @@ def test_one_hot_labels_and_a_failed_store_leaves_nothing_behind(tmp_path, monke
     np.savez(tmp_path / "d.npz", x=rng.random((8, 4)).astype(np.float32), y=np.eye(3)[y])
     monkeypatch.chdir(tmp_path)
     config = {"target": "snn", "name": "t", "model": "m.keras", "data": "d.npz",
-              "encode": {"kind": "rate", "time_steps": 6, "seed": 1},
-              "rounds": [{"inject": [{"model": "dead_neuron", "layer": "lif1", "count": 2}]}]}
-
-    def broken(self, *args, **kwargs):
-        raise OSError("disk full")
-
-    with monkeypatch.context() as m:
-        m.setattr(ResultStore, "add", broken)
-        with pytest.raises(OSError, match="disk full"):
-            run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
-    assert not (tmp_path / "out" / "results.db").exists()
-    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp.sqlite")] == []
-    files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
-    with ResultStore(files["store"], must_exist=True) as store:
+              "encode": {"kind": "rate", "time_steps": 6, "seed": 1}, "batch_size": 3,
+              "max_rows": 6,
+              "rounds": [{"inject": [{"model": "dead_neuron", "layer": "lif1", "count": 2}]},
+                         {"complete": {"fault": "dead_neuron", "layers": ["lif2"]}}]}
+    whole = run_snn_campaign_from_config(config, tmp_path / "whole", seed=0, quiet=True)
+    with ResultStore(whole["store"], must_exist=True) as store:
         rows = store.results()
-    assert len(rows) == 8 and [r["label"] for r in rows] == y.tolist()
+    assert len(rows) == 4 * 8 and [r["label"] for r in rows[:8]] == y.tolist()
+
+    restore = stop_after_adds(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    restore()
+    kept = stored_rows(tmp_path / "out" / "results.db")
+    assert 0 < len(kept) < len(rows) and set(kept) <= set(stored_rows(whole["store"]))
+    with pytest.raises(UserError, match="continue it with --resume"):
+        run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    compute_unit = SpikingCampaign.compute_unit
+    computed = []
+
+    def counted(self, *args, **kwargs):
+        computed.append(args[1])
+        return compute_unit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpikingCampaign, "compute_unit", counted)
+    files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True,
+                                         resume=True)
+    assert stored_rows(files["store"]) == stored_rows(whole["store"])
+    assert len(computed) < 6  # the units stored before were not computed again
+    for name in ("campaign.npz", "snn_by_layer.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not (tmp_path / "out" / "snn_units").exists()
