@@ -10,14 +10,13 @@ import sys
 import pytest
 from helpers import MODELS
 
-from classes_tool.cli import _load_extra_commands, build_parser, main
+from classes_tool.cli import build_parser, main
 from classes_tool.simulator.sites import load_sites
 
 MODEL = str(MODELS / "digits_cnn.h5")
 
 
 def _parser():
-    _load_extra_commands()
     return build_parser()
 
 
