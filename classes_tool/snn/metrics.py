@@ -111,7 +111,7 @@ class Results:
         """Rows per group ('target', 'pattern' or 'target+pattern'): class rates, mean accuracy
         and critical rate, each the mean over the group's rounds (faults) of the round's rate
         over the samples, with an interval over rounds: the round is the sampling unit, and the
-        samples of one round are correlated (`campaign.intervals`). A group spanning several
+        samples of one round are correlated (`results.intervals`). A group spanning several
         targets combines the targets' intervals as strata."""
         keys, targets = [], []
         for inf in self.info:
