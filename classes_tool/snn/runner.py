@@ -304,6 +304,15 @@ def unit_rows(result, first: int, labels: np.ndarray | None, info: list[dict]
     return faults, rows
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """A run that stored no row: its unit scores (useless without their rows) and the folder
+    it made go."""
+    if not (folder / RESULTS_FILE).exists():
+        shutil.rmtree(folder / UNITS_FOLDER, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 class SpikingWorker:
     """A remote worker's copy of an SNN campaign, built from the files sent to it; computes
     units of `SpikingCampaign.units`."""
@@ -356,8 +365,12 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
             "round_configs": config["rounds"], "encode": config.get("encode"), "units": options,
             CONTENT_HASHES: content_hashes({"model": camp.model_path, "data": data_path})}
     info = camp.round_info()
+    new_folder = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        if new_folder:  # a run that stored nothing leaves no folder behind (the store deletes
+            # a database it created and left empty)
+            stack.callback(_remove_if_empty, out)
         executor = None
         if workers is not None or address is not None:
             from classes_tool.distributed.ray_executor import RayExecutor
@@ -366,7 +379,7 @@ def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 
             executor = stack.enter_context(RayExecutor(
                 files, functools.partial(SpikingWorker, config, seed, options), workers,
                 address, threads_per_worker))
-        store = stack.enter_context(ResultStore(db, meta))
+        store = stack.enter_context(ResultStore(db, meta, discard_empty=True))
         done = store.done_pairs()
         stored = {}
         for unit in camp.units(len(x), **options):  # units whose rows and scores were kept

@@ -448,7 +448,7 @@ def run_systolic_campaign(config: dict[str, Any], out_dir: str | Path | None = N
                 setup.files(), functools.partial(SystolicWorker.from_files, cfg), workers, address,
                 threads_per_worker))
         local = SystolicWorker(setup)
-        store = stack.enter_context(ResultStore(db, meta=meta))
+        store = stack.enter_context(ResultStore(db, meta=meta, discard_empty=True))
         done = store.done_pairs()
         for t, (name, _, order) in enumerate(setup.plan):
             offset = setup.offsets[name]

@@ -115,3 +115,20 @@ def test_one_hot_labels_and_a_stopped_campaign_resumes_to_the_same_rows(tmp_path
     for name in ("campaign.npz", "snn_by_layer.csv"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert not (tmp_path / "out" / "snn_units").exists()
+
+
+def test_a_run_that_stores_nothing_leaves_no_folder(tmp_path, monkeypatch):
+    layers = [keras.layers.Dense(5, name="fc1"), snn.LIF(0.9, 0.5, name="lif1")]
+    snn.unroll(layers, (6, 4)).save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((4, 4)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    config = {"target": "snn", "model": "m.keras", "data": "d.npz",
+              "encode": {"kind": "rate", "time_steps": 6, "seed": 1},
+              "rounds": [{"complete": {"fault": "dead_neuron", "layers": ["lif1"]}}]}
+    restore = stop_after_adds(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    restore()
+    assert not (tmp_path / "out").exists()
+    files = run_snn_campaign_from_config(config, tmp_path / "out", seed=0, quiet=True)
+    assert len(stored_rows(files["store"])) == 5 * 4
