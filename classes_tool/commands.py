@@ -93,16 +93,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_campaign(args: argparse.Namespace) -> None:
-    from classes_tool.targets import target_of
+    from classes_tool.targets import run_campaign
 
-    target = target_of(args.config)
     try:
-        result = target.run(args.config, args.out, resume=args.resume, quiet=args.quiet,
-                            seed=args.seed, workers=args.workers, address=args.address,
-                            threads_per_worker=args.threads_per_worker)
+        result = run_campaign(args.config, args.out, resume=args.resume, quiet=args.quiet,
+                              seed=args.seed, workers=args.workers, address=args.address,
+                              threads_per_worker=args.threads_per_worker)
     except KeyboardInterrupt:
-        if target.name == "layers":
-            print("interrupted: every finished batch is stored; continue with --resume")
+        print("interrupted: every finished unit is stored; continue with --resume")
         raise
     if result.summary and not args.quiet:
         print(result.summary)

@@ -3,11 +3,12 @@
 
 The contract every target keeps (its module's `run` function):
 
-    run(config_path, out=None, *, resume=False, quiet=False, seed=None, workers=None,
+    run(config, source, out=None, *, resume=False, quiet=False, seed=None, workers=None,
         address=None, threads_per_worker=None) -> CampaignResult
 
-- the config is a YAML file read with `classes_tool.config_reader.read_yaml` and checked
-  against the target's own schema, relative paths taken from the config's folder;
+- `config` is the mapping read once from the YAML file `source` (with
+  `classes_tool.config_reader.read_yaml`, here); the target checks it against its own schema,
+  relative paths taken from the config's folder;
 - the results go to one store, `<out>/results.db` (`classes_tool.results.store`), one row
   per (fault, input) with the same outcome columns for every target, and the same report
   (`classes_tool.results.report`) reads them;
@@ -21,8 +22,10 @@ This module imports no target: a target's module is imported when it runs.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from classes_tool.config_reader import read_yaml
 from classes_tool.errors import UserError
@@ -36,13 +39,13 @@ class Target:
     module: str
     description: str
 
-    def run(self, config_path: str | Path, out: str | Path | None = None, *,
-            resume: bool = False, quiet: bool = False, seed: int | None = None,
-            workers: int | None = None, address: str | None = None,
+    def run(self, config: Mapping[str, Any], source: str | Path,
+            out: str | Path | None = None, *, resume: bool = False, quiet: bool = False,
+            seed: int | None = None, workers: int | None = None, address: str | None = None,
             threads_per_worker: int | None = None) -> CampaignResult:
         run = importlib.import_module(self.module).run
-        return run(config_path, out, resume=resume, quiet=quiet, seed=seed, workers=workers,
-                   address=address, threads_per_worker=threads_per_worker)
+        return run(config, Path(source), out, resume=resume, quiet=quiet, seed=seed,
+                   workers=workers, address=address, threads_per_worker=threads_per_worker)
 
 
 TARGETS = {t.name: t for t in (
@@ -55,11 +58,12 @@ TARGETS = {t.name: t for t in (
 )}
 
 
-def target_of(config_path: str | Path) -> Target:
-    """The target a campaign config names (its `target` key; `layers` when absent)."""
-    name = read_yaml(config_path).get("target", "layers")
+def target_of(config: Mapping[str, Any], source: str | Path) -> Target:
+    """The target a campaign config (read from `source`) names: its `target` key, `layers`
+    when absent."""
+    name = config.get("target", "layers")
     if not isinstance(name, str) or name not in TARGETS:
-        raise UserError(f"{config_path}: config key 'target' must be one of "
+        raise UserError(f"{source}: config key 'target' must be one of "
                         f"{', '.join(TARGETS)}, got {name!r}")
     return TARGETS[name]
 
@@ -67,5 +71,6 @@ def target_of(config_path: str | Path) -> Target:
 def run_campaign(config_path: str | Path, out: str | Path | None = None, **options
                  ) -> CampaignResult:
     """Run (or with `resume=True` continue) the campaign of a config file, whatever its target;
-    `options` are those of `Target.run`."""
-    return target_of(config_path).run(config_path, out, **options)
+    `options` are those of `Target.run`. The file is read once, here."""
+    config = read_yaml(config_path)
+    return target_of(config, config_path).run(config, config_path, out, **options)

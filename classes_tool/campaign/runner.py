@@ -631,14 +631,16 @@ class _TargetRun:
                     write.result()
 
 
-def run(config_path: str | Path, out: str | Path | None = None, *, resume: bool = False,
-        quiet: bool = False, seed: int | None = None, workers: int | None = None,
-        address: str | None = None, threads_per_worker: int | None = None):
+def run(config: dict[str, Any], source: Path, out: str | Path | None = None, *,
+        resume: bool = False, quiet: bool = False, seed: int | None = None,
+        workers: int | None = None, address: str | None = None,
+        threads_per_worker: int | None = None) -> CampaignResult:
     """The layers target's side of the campaign contract (`classes_tool.targets`)."""
     from classes_tool.results.report import format_summary, target_estimates
 
-    campaign = Campaign(config_path, out=out, seed=seed, quiet=quiet, workers=workers,
-                        address=address, threads_per_worker=threads_per_worker)
+    campaign = Campaign(dict(config), out=out, seed=seed, quiet=quiet, source=source,
+                        workers=workers, address=address,
+                        threads_per_worker=threads_per_worker)
     campaign.run(resume=resume)
     return CampaignResult(db=campaign.db_path,
                           summary=format_summary(*target_estimates(campaign.db_path)))

@@ -65,8 +65,14 @@ KEYS = {
 
 def load_systolic_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a systolic campaign YAML; paths become absolute (relative to the file)."""
+    return systolic_config(read_yaml(path), path)
+
+
+def systolic_config(raw: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Validate a systolic config read from the file `path`; paths become absolute (relative to
+    the file), and the output folder defaults to runs/<config name>."""
     path = Path(path)
-    config = validate_config(read_yaml(path), base_dir=path.parent)
+    config = validate_config(raw, base_dir=path.parent)
     config.setdefault("output", os.path.normpath(Path("runs") / path.stem))
     return config
 
