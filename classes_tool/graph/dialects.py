@@ -253,16 +253,10 @@ class _Builder:
         for node in part.nodes:
             if node.is_input:
                 continue
-            for old, new in renames.items():
-                node.args = _rename_refs(node.args, old, new)
-                node.kwargs = _rename_refs(node.kwargs, old, new)
+            _rename_node(node, renames)
             for old_ref, new_ref in subst.items():
                 node.args = _replace(node.args, old_ref, new_ref)
                 node.kwargs = _replace(node.kwargs, old_ref, new_ref)
-            if node.name in renames:
-                node.source_name = node.source_name or node.name
-                node.name = renames[node.name]
-                node.config = {**node.config, "name": node.name}
             self.nodes.append(node)
         for leaf in part.order:
             if leaf not in part.inputs:
@@ -309,6 +303,19 @@ def _rename_refs(obj: Any, old: str, new: str) -> Any:
     if isinstance(obj, dict):
         return {k: _rename_refs(v, old, new) for k, v in obj.items()}
     return obj
+
+
+def _rename_node(node: Node, renames: dict[str, str]) -> None:
+    """Apply `renames` (old node name -> new) to what `node` reads and to its own name, which
+    it keeps as `source_name` (the file's name, for --after and messages)."""
+    for old, new in renames.items():
+        node.args = _rename_refs(node.args, old, new)
+        node.kwargs = _rename_refs(node.kwargs, old, new)
+    if node.name in renames:
+        node.source_name = node.source_name or node.name
+        node.name = renames[node.name]
+        if not node.is_input:
+            node.config = {**node.config, "name": node.name}
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -403,14 +410,7 @@ def _keras3_names(graph: ModelGraph) -> None:
     if not mapping:
         return
     for node in graph.nodes:
-        for old, new in mapping.items():
-            node.args = _rename_refs(node.args, old, new)
-            node.kwargs = _rename_refs(node.kwargs, old, new)
-        if node.name in mapping:
-            node.source_name = node.source_name or node.name
-            node.name = mapping[node.name]
-            if not node.is_input:
-                node.config = {**node.config, "name": node.name}
+        _rename_node(node, mapping)
     graph.inputs = [mapping.get(n, n) for n in graph.inputs]
     graph.outputs = [TensorRef(mapping.get(r.layer, r.layer), r.index) for r in graph.outputs]
     graph.weight_groups = {k: [mapping.get(n, n) for n in v]

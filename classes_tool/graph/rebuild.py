@@ -128,16 +128,21 @@ def _fill(template: Any, tensors: dict[str, list[Any]]) -> Any:
 
 def set_layer_weights(layer: keras.layers.Layer, arrays: list[np.ndarray]) -> None:
     """Assign arrays in the legacy order (trainable, then non-trainable), checking shapes."""
-    variables = layer.trainable_weights + layer.non_trainable_weights
+    _assign(layer.trainable_weights + layer.non_trainable_weights, arrays,
+            f"layer '{layer.name}'")
+    finalize(layer)
+
+
+def _assign(variables: list, arrays: list[np.ndarray], owner: str) -> None:
+    """Assign `arrays` to `variables` in order, after checking their count and each shape
+    (`owner` names the layer or nested model in the message)."""
     if len(variables) != len(arrays):
-        raise UserError(f"layer '{layer.name}' has {len(variables)} weights but the file holds "
-                        f"{len(arrays)}")
+        raise UserError(f"{owner} has {len(variables)} weights but the file holds {len(arrays)}")
     for var, value in zip(variables, arrays, strict=True):
         if tuple(var.shape) != tuple(np.shape(value)):
-            raise UserError(f"weight {var.path} of layer '{layer.name}' has shape "
-                            f"{tuple(var.shape)} but the file holds {np.shape(value)}")
+            raise UserError(f"weight {var.path} of {owner} has shape {tuple(var.shape)} but the "
+                            f"file holds {np.shape(value)}")
         var.assign(value)
-    finalize(layer)
 
 
 def finalize(layer: keras.layers.Layer) -> None:
@@ -157,14 +162,7 @@ def set_group_weights(layers: list[keras.layers.Layer], arrays: list[np.ndarray]
     else:
         variables = [v for layer in layers
                      for v in layer.trainable_weights + layer.non_trainable_weights]
-    if len(variables) != len(arrays):
-        raise UserError(f"nested model '{group}' has {len(variables)} weights but the file holds "
-                        f"{len(arrays)}")
-    for var, value in zip(variables, arrays, strict=True):
-        if tuple(var.shape) != tuple(np.shape(value)):
-            raise UserError(f"weight {var.path} of nested model '{group}' has shape "
-                            f"{tuple(var.shape)} but the file holds {np.shape(value)}")
-        var.assign(value)
+    _assign(variables, arrays, f"nested model '{group}'")
     for layer in layers:
         finalize(layer)
 
