@@ -236,6 +236,21 @@ typedef struct {
 
 static void abandon(ctx_t *x) { longjmp(x->abandon, 1); }
 
+/* Everything a context (calloc'ed, so what it never allocated is NULL) holds, and itself. */
+static void ctx_free(ctx_t *x) {
+    free(x->keep);
+    free(x->pos.v);
+    free(x->perm.v);
+    free(x->tmp.v);
+    free(x->cls.v);
+    free(x->aux.v);
+    free(x->chans.v);
+    free(x->maps.v);
+    free(x->chan_count);
+    free(x->chan_start);
+    free(x);
+}
+
 static void vec_reserve(ctx_t *x, vec_t *v, int64_t n) {
     if (n <= v->cap) return;
     int64_t cap = v->cap ? v->cap : 64;
@@ -1326,17 +1341,7 @@ int64_t classes_draw_sites(const plan_t *plan, int64_t h, int64_t w, int64_t c, 
     }
     result = j;
 done:
-    free(x->keep);
-    free(x->pos.v);
-    free(x->perm.v);
-    free(x->tmp.v);
-    free(x->cls.v);
-    free(x->aux.v);
-    free(x->chans.v);
-    free(x->maps.v);
-    free(x->chan_count);
-    free(x->chan_start);
-    free(x);
+    ctx_free(x);
     return result;
 }
 
@@ -1369,11 +1374,6 @@ int64_t classes_classify(const int64_t *positions, int64_t n, int64_t h, int64_t
         sort_unique(&x->pos, true);
         result = classify(x);
     }
-    free(x->pos.v);
-    free(x->chans.v);
-    free(x->maps.v);
-    free(x->chan_count);
-    free(x->chan_start);
-    free(x);
+    ctx_free(x);
     return result;
 }
