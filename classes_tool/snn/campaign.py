@@ -227,8 +227,9 @@ class SpikingCampaign:
             executor.run_units("rounds", todo, commit,
                                lambda u: f"samples from {u[0]}, rounds from {u[1]}")
         else:
+            layout = self.round_layout()
             for unit in todo:
-                commit(unit, self.compute_unit(x, unit, **options))
+                commit(unit, self.compute_unit(x, unit, layout=layout, **options))
         if bar is not None:
             bar.close()
         self.duration += time.perf_counter() - start
@@ -247,12 +248,18 @@ class SpikingCampaign:
                                 self._per_pass(min(batch_size, n - b0), max_rows,
                                                rounds_per_pass))]
 
+    def round_layout(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """Each round's (first, last) faulty layer, and the rounds in that order: how units
+        chunk the rounds. Computed once per run (or per worker), not per unit."""
+        spans = [self._first_last(r) for r in self.rounds]
+        return spans, sorted(range(len(self.rounds)), key=lambda r: spans[r])
+
     def compute_unit(self, x: np.ndarray, unit: tuple[int, int], batch_size: int = 128,
                      max_rows: int = 4096, late_start: bool = True, early_stop: bool = True,
-                     rounds_per_pass: int | None = None
+                     rounds_per_pass: int | None = None, layout=None
                      ) -> tuple[np.ndarray, list[int], np.ndarray]:
         """(golden scores of the unit's samples, its rounds, their faulty scores: round-major
-        rows) of one unit of `units`."""
+        rows) of one unit of `units`; `layout` is `round_layout()` (computed here if None)."""
         b0, c0 = unit
         xb = x[b0:b0 + batch_size]
         batch_len = len(xb)
@@ -262,8 +269,7 @@ class SpikingCampaign:
             cached = self._golden_batch = (x, (b0, batch_len), GoldenBatch(xb, self.golden(xb)))
         bt = cached[2]
         gscore = bt.gold[-1]
-        spans = [self._first_last(r) for r in self.rounds]
-        order = sorted(range(len(self.rounds)), key=lambda r: spans[r])
+        spans, order = layout if layout is not None else self.round_layout()
         chunk = order[c0:c0 + self._per_pass(batch_len, max_rows, rounds_per_pass)]
         plan: dict[int, list] = {}
         for p, r in enumerate(chunk):

@@ -321,9 +321,11 @@ class SpikingWorker:
         config = {**config, **{k: str(v) for k, v in paths.items()}}
         self.campaign, self.x, _ = build_campaign(config, seed, Path.cwd())
         self.options = options
+        self.layout = self.campaign.round_layout()
 
     def compute(self, key: str, unit: tuple[int, int]):
-        return self.campaign.compute_unit(self.x, tuple(unit), **self.options)
+        return self.campaign.compute_unit(self.x, tuple(unit), layout=self.layout,
+                                          **self.options)
 
 
 def run_snn_campaign_from_config(config: dict, out_dir: str | Path, seed: int = 0,
