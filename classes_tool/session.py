@@ -52,8 +52,7 @@ def load(path: str | Path, input_shapes: Sequence[tuple[int, ...]] | None = None
         graph = graph_from_model(load_onnx_as_keras(path, input_shapes=input_shapes))
         graph.source_format = "onnx"
     else:
-        check_model_file(path)  # sizes and shapes it declares, before Keras allocates
-        graph = read_model(path)
+        graph = read_model(path)  # which checks the sizes it declares before reading them
     model = build_model(graph)
     return ModelSession(path=path, graph=graph, model=model, shapes=output_shapes(model))
 

@@ -20,6 +20,7 @@ import numpy as np
 from classes_tool.errors import UserError
 from classes_tool.graph.dialects import parse_model_config
 from classes_tool.graph.model_graph import ModelGraph, with_registered_names
+from classes_tool.limits import check_keras_h5, check_keras_zip
 from classes_tool.registration import register_layers
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -63,6 +64,7 @@ def _decode(value: Any) -> str:
 
 
 def _read_h5(path: Path) -> ModelGraph:
+    check_keras_h5(path)  # the sizes and shapes it declares, before anything is read
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -93,8 +95,6 @@ def _layer_arrays(group: h5py.Group, name: str) -> list[np.ndarray]:
 
 
 def _read_keras(path: Path, custom_objects: dict[str, Any] | None = None) -> ModelGraph:
-    from classes_tool.limits import check_keras_zip
-
     check_keras_zip(path)  # the sizes it declares, before Keras allocates anything
     try:
         with zipfile.ZipFile(path) as z:
