@@ -9,10 +9,11 @@ What travels: the driver reads every file once and puts the bytes into Ray's obj
 each actor writes them into a folder of its own and builds its state there. No shared file
 system is needed.
 
-What is identical: a unit is a range of (fault, input) pairs cut at fixed positions; its sites
-come from (seed, target, fault index) and its golden terms from the same traced step at the
-same batch size, so a unit's rows are the same whichever process computes it, in whatever
-order. The driver commits each unit's rows whole as it arrives; `--resume` skips stored units.
+What is identical: a target cuts its work into units at fixed positions whose results depend
+on the seed and the unit alone (for a layers campaign a range of (fault, input) pairs, its sites
+drawn from (seed, target, fault index), its golden terms from the same traced step at the same
+batch size), so a unit's rows are the same whichever process computes it, in whatever order.
+The driver commits each unit's rows whole as it arrives; `--resume` skips stored units.
 
 Faults: an actor that dies (its process killed) loses only the units it was running; they go
 back to the queue and a new actor is started in its place. A unit that raises ends the campaign
