@@ -642,8 +642,9 @@ def run(config: dict[str, Any], source: Path, out: str | Path | None = None, *,
                         workers=workers, address=address,
                         threads_per_worker=threads_per_worker)
     campaign.run(resume=resume)
-    return CampaignResult(db=campaign.db_path,
-                          summary=format_summary(*target_estimates(campaign.db_path)))
+    # the table is read back from the store only for a run that prints it
+    summary = "" if quiet else format_summary(*target_estimates(campaign.db_path))
+    return CampaignResult(db=campaign.db_path, summary=summary)
 
 
 class LayerWorker:
